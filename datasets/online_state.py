@@ -1,0 +1,136 @@
+"""Online state shared by the simulator and the server: live item attributes and user/session histories.
+
+Inventory updates change it in place; policy filters read it on every request, so a change takes effect on the
+next one. `version` increases with every change (caches key on it).
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+HISTORY_LEN = 50
+
+
+def _to_us(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return int(ts.timestamp() * 1_000_000)
+
+
+class OnlineState:
+    """Columnar item table with live stock, price and policy flags, plus recent user and session histories."""
+
+    def __init__(self, catalog: pl.DataFrame, sellers: pl.DataFrame | None = None) -> None:
+        self._lock = threading.RLock()
+        self.version = 0
+        cat = catalog.sort("item_id")
+        self.item_ids = np.array(cat["item_id"].to_list(), dtype=object)
+        self.index = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.category = np.array(cat["category"].to_list(), dtype=object)
+        self.subcategory = np.array(cat["subcategory"].to_list(), dtype=object)
+        self.seller_id = np.array(cat["seller_id"].to_list(), dtype=object)
+        self.brand = np.array(cat["brand"].to_list(), dtype=object)
+        self.title = np.array(cat["title"].to_list(), dtype=object)
+        self.price = cat["price"].to_numpy().astype(np.float64).copy()
+        self.stock = cat["stock"].to_numpy().astype(np.int64).copy()
+        self.restricted = cat["restricted"].to_numpy().astype(bool).copy()
+        self.created_us = cat["created_at"].dt.epoch("us").to_numpy().astype(np.int64).copy()
+        self.blocked_from_us: dict[str, int] = {}
+        if sellers is not None:
+            for sid, bf in sellers.filter(pl.col("blocked_from").is_not_null()).iter_rows():
+                self.blocked_from_us[sid] = _to_us(bf)
+        self.user_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
+        self.session_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
+
+    # ---- reads -------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def indices(self, item_ids) -> np.ndarray:
+        """Row indices of known item ids (-1 for unknown)."""
+        return np.array([self.index.get(i, -1) for i in item_ids], dtype=np.int64)
+
+    def eligible_mask(self, ts: datetime | None = None, idx: np.ndarray | None = None) -> np.ndarray:
+        """Items that may be shown at `ts`: in stock, not restricted, seller not blocked, already created."""
+        sel = slice(None) if idx is None else idx
+        ok = (self.stock[sel] > 0) & ~self.restricted[sel]
+        if ts is not None:
+            ok &= self.created_us[sel] <= _to_us(ts)
+        if self.blocked_from_us:
+            t = _to_us(ts) if ts is not None else np.iinfo(np.int64).max
+            sellers = self.seller_id[sel]
+            if len(sellers):
+                ok &= np.array([self.blocked_from_us.get(s, np.iinfo(np.int64).max) <= t for s in sellers]) == False  # noqa: E712
+        return ok
+
+    def is_eligible(self, item_ids, ts: datetime | None = None) -> np.ndarray:
+        """Eligibility of `item_ids` (unknown ids are never eligible)."""
+        idx = self.indices(item_ids)
+        out = np.zeros(len(idx), dtype=bool)
+        known = idx >= 0
+        if known.any():
+            out[known] = self.eligible_mask(ts, idx[known])
+        return out
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    def apply_inventory(self, kind: str, item_id: str, value: float, ts: datetime | None = None,
+                        attrs: dict | None = None) -> None:
+        """Apply one inventory event (`stock`, `price`, `restricted`, `new_item`, `blocked_seller`)."""
+        with self._lock:
+            if kind == "blocked_seller":
+                self.blocked_from_us[item_id] = _to_us(ts) if ts else 0
+                self.version += 1
+                return
+            i = self.index.get(item_id)
+            if i is None:
+                if kind != "new_item" or attrs is None:
+                    raise KeyError(f"unknown item {item_id!r} for inventory event {kind!r}")
+                self._append_item(item_id, attrs)
+                self.version += 1
+                return
+            if kind == "stock":
+                self.stock[i] = max(0, int(value))
+            elif kind == "price":
+                if value <= 0:
+                    raise ValueError(f"price must be > 0, got {value}")
+                self.price[i] = float(value)
+            elif kind == "restricted":
+                self.restricted[i] = bool(value)
+            elif kind == "new_item":
+                self.stock[i] = max(0, int(value))
+            else:
+                raise ValueError(f"unknown inventory kind {kind!r}")
+            self.version += 1
+
+    def _append_item(self, item_id: str, a: dict) -> None:
+        self.index[item_id] = len(self.item_ids)
+        self.item_ids = np.append(self.item_ids, np.array([item_id], dtype=object))
+        for name in ("category", "subcategory", "seller_id", "brand", "title"):
+            setattr(self, name, np.append(getattr(self, name), np.array([a[name]], dtype=object)))
+        self.price = np.append(self.price, float(a["price"]))
+        self.stock = np.append(self.stock, int(a.get("stock", 0)))
+        self.restricted = np.append(self.restricted, bool(a.get("restricted", False)))
+        created = a.get("created_at")
+        self.created_us = np.append(self.created_us, _to_us(created) if created else 0)
+
+    def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str = "click") -> None:
+        """Append a user event to the session history (and the user's, when logged in)."""
+        with self._lock:
+            self.session_history[session_id].append((item_id, kind))
+            if user_id is not None:
+                self.user_history[user_id].append((item_id, kind))
+
+    def recent_items(self, user_id: str | None, session_id: str | None, n: int = 20) -> list[str]:
+        """Most recent items of the session, then of the user, newest last, without repeats."""
+        seen: list[str] = []
+        for hist in (self.user_history.get(user_id) if user_id else None,
+                     self.session_history.get(session_id) if session_id else None):
+            for iid, _ in hist or ():
+                if iid in seen:
+                    seen.remove(iid)
+                seen.append(iid)
+        return seen[-n:]

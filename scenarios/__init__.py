@@ -1,0 +1,1 @@
+"""recs.scenarios"""
