@@ -1,0 +1,105 @@
+"""Run any policy on fresh simulated traffic: its true value (`run_policy`) or a logged sample (`log_policy`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recs.datasets.policy import Policy, Request
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    """True expected value of a policy per request and per impression, with the standard error of its CTR."""
+
+    ctr: float
+    ctr_stderr: float
+    clicks_per_request: float
+    purchase_rate: float
+    revenue_per_request: float
+    n_requests: int
+    violations: int = 0
+    empty_share: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list[Request] | None = None
+               ) -> PolicyValue:
+    """The policy's true value on `n_requests` fresh requests (same seed, same requests for every policy)."""
+    if n_requests <= 0:
+        raise ValueError("n_requests must be positive")
+    requests = requests or world.sample_requests(n_requests, seed)
+    clicks = np.zeros(len(requests))
+    shown = np.zeros(len(requests))
+    buys = np.zeros(len(requests))
+    rev = np.zeros(len(requests))
+    violations = 0
+    for i, req in enumerate(requests):
+        ranking = policy.rank(req, world.k_for(req))
+        r = world.expected_reward(req, ranking.item_ids)
+        clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
+        violations += r.violations
+    ctr_req = np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
+    total_shown = max(shown.sum(), 1.0)
+    ctr = clicks.sum() / total_shown
+    # ratio estimator's standard error across requests (delta method)
+    resid = clicks - ctr * shown
+    se = float(np.sqrt((resid ** 2).sum()) / total_shown)
+    del ctr_req
+    return PolicyValue(float(ctr), se, float(clicks.mean()), float(buys.sum() / total_shown), float(rev.mean()),
+                       len(requests), violations, float((shown == 0).mean()))
+
+
+def log_policy(policy: Policy, n_requests: int, seed: int, world) -> tuple[pl.DataFrame, dict[str, Request]]:
+    """Logged traffic under `policy`: canonical impressions (+ `purchase`, `revenue`, `p_click`) and the requests."""
+    rng = np.random.default_rng([world.cfg.seed, 11, seed])
+    requests = world.sample_requests(n_requests, seed + 1_000_003)
+    rows: dict[str, list] = {c: [] for c in ("request_id", "ts", "user_id", "session_id", "surface", "query",
+                                             "item_id", "position", "propensity", "clicked", "purchase",
+                                             "revenue", "p_click")}
+    for req in requests:
+        k = world.k_for(req)
+        ranking = policy.rank(req, k)
+        if not ranking.item_ids:
+            continue
+        sp = policy.slot_probabilities(req, k, include=ranking.item_ids) \
+            if _accepts_include(policy) else policy.slot_probabilities(req, k)
+        col = {iid: j for j, iid in enumerate(sp.item_ids)}
+        ctx = world.contexts[req.request_id]
+        idx = world.state.indices(list(ranking.item_ids))
+        p_click, p_buy, _ = world.click_probs(ctx, idx)
+        clicked = rng.random(len(idx)) < p_click
+        bought = clicked & (rng.random(len(idx)) < np.divide(p_buy, p_click, out=np.zeros_like(p_buy),
+                                                               where=p_click > 0))
+        for p, iid in enumerate(ranking.item_ids):
+            j = col.get(iid)
+            prop = float(sp.probs[p, j]) if j is not None and p < sp.probs.shape[0] else 0.0
+            rows["request_id"].append(req.request_id)
+            rows["ts"].append(req.ts)
+            rows["user_id"].append(req.user_id)
+            rows["session_id"].append(req.session_id)
+            rows["surface"].append(req.surface)
+            rows["query"].append(req.query)
+            rows["item_id"].append(iid)
+            rows["position"].append(p)
+            rows["propensity"].append(prop)
+            rows["clicked"].append(bool(clicked[p]))
+            rows["purchase"].append(bool(bought[p]))
+            rows["revenue"].append(float(world.state.price[idx[p]]) if bought[p] else 0.0)
+            rows["p_click"].append(float(p_click[p]))
+    df = pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us", "UTC"), "user_id": pl.Utf8,
+                                              "query": pl.Utf8, "position": pl.Int64})
+    df = df.with_columns(pl.lit(policy.policy_id).alias("policy_id"))
+    return df, {r.request_id: r for r in requests}
+
+
+def _accepts_include(policy) -> bool:
+    import inspect
+
+    try:
+        return "include" in inspect.signature(policy.slot_probabilities).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,195 @@
+"""The simulator: determinism, schemas, exact propensities, truth agreeing with logs, inventory dynamics."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recs.datasets.io import read_table
+from recs.datasets.schemas import validate
+from recs.sim import SimConfig, World, generate_dataset, run_policy
+from recs.sim.logging_policy import LoggingCore, Pools
+
+TINY = SimConfig(n_users=300, n_items=1_200, days=2, requests_per_day=3_000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "ds"
+    generate_dataset(TINY, out)
+    return out
+
+
+def test_tables_match_canonical_schemas(dataset):
+    for table in ("catalog", "sellers", "users", "impressions", "interactions", "queries", "inventory_events"):
+        df = read_table(dataset, table)
+        assert df.height > 0, table
+        validate(table, df)
+
+
+def test_same_seed_same_data(dataset, tmp_path):
+    again = tmp_path / "again"
+    generate_dataset(TINY, again)
+    for table in ("impressions", "interactions", "inventory_events", "queries"):
+        a = read_table(dataset, table).sort(*(["request_id", "position"] if table == "impressions" else
+                                               ["request_id"] if table == "queries" else ["event_id"]))
+        b = read_table(again, table).sort(*(["request_id", "position"] if table == "impressions" else
+                                             ["request_id"] if table == "queries" else ["event_id"]))
+        assert a.equals(b), table
+    other = tmp_path / "other"
+    generate_dataset(TINY.with_(seed=4), other)
+    assert not read_table(other, "impressions")["item_id"].equals(read_table(dataset, "impressions")["item_id"])
+
+
+def test_anonymous_share_and_slate_sizes(dataset):
+    imp = read_table(dataset, "impressions")
+    req = imp.group_by("request_id").agg(pl.col("user_id").first(), pl.col("surface").first(), pl.len().alias("n"))
+    anon = req["user_id"].is_null().mean()
+    assert 0.30 < anon < 0.40
+    sizes = dict(req.group_by("surface").agg(pl.col("n").max()).iter_rows())
+    assert sizes == {"home": TINY.k_home, "search": TINY.k_search}
+    assert imp.filter(pl.col("surface") == "home")["query"].null_count() == imp.filter(
+        pl.col("surface") == "home").height
+    assert imp.filter(pl.col("surface") == "search")["query"].null_count() == 0
+
+
+def _mc_check(world: World, prefixes, user_rows, recent, n_draws=40_000, seed=0):
+    """Sample many slates for fixed requests; empirical P(item at pos) must match the logged propensity."""
+    core = LoggingCore(world)
+    elig = world.eligible(world.cfg.start + timedelta(hours=1))
+    lists = core.candidate_lists(elig)
+    est = core.user_estimate(np.array(user_rows), [np.array(r, dtype=np.int64) for r in recent])
+    pools = core.pools(est, prefixes, elig, lists)
+    rng = np.random.default_rng(seed)
+    for r in range(len(prefixes)):
+        rep = Pools(*(np.repeat(getattr(pools, f)[r:r + 1], n_draws, axis=0) for f in
+                      ("pool", "pool_n", "subcats", "is_search", "pop_n")))
+        k = np.full(n_draws, world.cfg.k_search if prefixes[r] else world.cfg.k_home)
+        slates = core.sample(rep, k, elig, rng)
+        prop = core.propensity(rep, slates, k, elig)
+        cells = pl.DataFrame({"item": slates.ravel(), "pos": np.tile(np.arange(slates.shape[1]), n_draws),
+                              "prop": prop.ravel()}).filter(pl.col("item") >= 0)
+        freq = cells.group_by("item", "pos").agg(pl.len().alias("n"), pl.col("prop").first(), pl.col("prop").std().alias("sd"))
+        assert freq["sd"].fill_null(0).max() < 1e-12  # propensity is a function of (request, item, pos)
+        f = freq.with_columns((pl.col("n") / n_draws).alias("emp"))
+        frequent = f.filter(pl.col("prop") * n_draws >= 30)
+        se = np.sqrt(frequent["prop"] * (1 - frequent["prop"]) / n_draws)
+        z = np.abs(frequent["emp"] - frequent["prop"]) / se
+        assert z.max() < 5.0, frequent.with_columns(z=z).sort("z", descending=True).head()
+        # rare cells (the uniform exploration over the population), pooled per position
+        rare_mass = np.clip(1 - frequent.group_by("pos").agg(pl.col("prop").sum()).sort("pos")["prop"].to_numpy(), 0, 1)
+        rare_emp = 1 - frequent.group_by("pos").agg(pl.col("emp").sum()).sort("pos")["emp"].to_numpy()
+        rare_se = np.sqrt(rare_mass * (1 - rare_mass) / n_draws) + 1e-12
+        assert np.all(np.abs(rare_emp - rare_mass) < 5 * rare_se + 1e-9), (rare_emp, rare_mass)
+        # frequent cells: the greedy slate's cells carry most of the mass
+        assert f["prop"].max() > 0.7
+
+
+def test_logging_propensity_is_exact_by_monte_carlo():
+    world = World.build(TINY)
+    sub = world.catalog.subcat_names[0]
+    _mc_check(world, [None, None, sub[:2]], [5, -1, -1], [[], [10, 11], []])
+
+
+def test_every_eligible_item_has_support_at_every_slot():
+    world = World.build(TINY)
+    policy = world.logging_policy()
+    req = world.sample_requests(1, seed=5)[0]
+    k = world.k_for(req)
+    elig_ids = world.item_ids[world.eligible(req.ts)]
+    sp = policy.slot_probabilities(req, k, include=list(elig_ids[:200]))
+    assert (sp.probs > 0).all()
+    # per slot the probabilities over all eligible items sum to one (unlisted items share the uniform part)
+    full = policy.slot_probabilities(req, k, include=list(elig_ids))
+    np.testing.assert_allclose(full.probs.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_logged_ctr_agrees_with_truth(dataset):
+    """The logged click rate agrees with the true click probabilities of the logged slates within sampling error."""
+    imp = read_table(dataset, "impressions")
+    truth = read_table(dataset / "truth", "impressions")
+    j = imp.join(truth, on=["request_id", "position"], how="inner")
+    assert j.height == imp.height
+    p = j["p_click"].to_numpy()
+    emp, exp = j["clicked"].mean(), p.mean()
+    se = np.sqrt((p * (1 - p)).sum()) / len(p)
+    assert abs(emp - exp) < 4 * se, (emp, exp, se)
+
+
+def test_run_policy_true_value_agrees_with_logged_ctr():
+    world = World.build(TINY)
+    policy = world.logging_policy()
+    logged, _ = world.log_policy(policy, 4_000, seed=1)
+    truth = run_policy(policy, 4_000, seed=2, world=world)
+    emp = logged["clicked"].mean()
+    se = np.sqrt(truth.ctr_stderr ** 2 + emp * (1 - emp) / logged.height * 2)
+    assert abs(emp - truth.ctr) < 4 * se, (emp, truth)
+    oracle = run_policy(world.oracle_policy(), 2_000, seed=2, world=world)
+    uniform = run_policy(world.uniform_policy(), 2_000, seed=2, world=world)
+    assert uniform.ctr < truth.ctr < oracle.ctr
+
+
+def test_delayed_purchases_are_cut_at_log_end(dataset):
+    conv = read_table(dataset / "truth", "conversions")
+    inter = read_table(dataset, "interactions")
+    end = TINY.start + timedelta(days=TINY.days)
+    late = conv.filter(pl.col("ts") > end)
+    assert late.height > 0
+    assert inter["ts"].max() <= end
+    assert inter.filter(pl.col("kind") == "purchase").height == conv.height - late.height
+    delay_h = (conv["ts"] - read_table(dataset, "impressions").join(conv.select("request_id", "position"),
+               on=["request_id", "position"])["ts"]).dt.total_seconds() / 3600
+    assert delay_h.median() < 6 and delay_h.max() > 24  # minutes to days, heavy-tailed
+
+
+def test_inventory_dynamics(dataset):
+    cat = read_table(dataset, "catalog")
+    ev = read_table(dataset, "inventory_events")
+    kinds = dict(ev.group_by("kind").len().iter_rows())
+    assert {"stock", "price", "new_item"} <= set(kinds)
+    new_items = cat.filter(pl.col("created_at") >= TINY.start).height
+    assert 0.01 * TINY.days < new_items / cat.height < 0.06 * TINY.days
+    assert ev.filter(pl.col("kind") == "stock")["value"].min() >= 0
+    sellers = read_table(dataset, "sellers")
+    assert sellers["blocked_from"].null_count() < sellers.height
+
+
+def test_logging_policy_never_shows_ineligible_items(dataset):
+    """Every shown item was in stock, unrestricted, live and not from a blocked seller at its hour."""
+    imp = read_table(dataset, "impressions").select("ts", "item_id")
+    cat = read_table(dataset, "catalog").select("item_id", "created_at", "seller_id")
+    sellers = read_table(dataset, "sellers")
+    j = imp.join(cat, on="item_id").join(sellers, on="seller_id")
+    assert j.filter(pl.col("created_at") > pl.col("ts").dt.truncate("1h")).height == 0
+    assert j.filter(pl.col("blocked_from") <= pl.col("ts").dt.truncate("1h")).height == 0
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path):
+    out = tmp_path / "broken"
+
+    def boom(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(TINY, out, progress=boom)
+    assert not out.exists()
+    assert not any(p.name.startswith(".broken") for p in tmp_path.iterdir())
+
+
+def test_world_load_matches_final_state(dataset):
+    world = World.load(dataset)
+    final = read_table(dataset / "truth", "final_state")
+    assert np.array_equal(world.state.stock, final.sort("item_id")["stock"].to_numpy())
+    cfg = json.loads((dataset / "truth" / "config.json").read_text())
+    assert cfg["seed"] == TINY.seed
+
+
+def test_config_rejects_impossible_values():
+    with pytest.raises(ValueError):
+        SimConfig(n_users=-1)
+    with pytest.raises(ValueError):
+        SimConfig(anonymous_share=1.5)
