@@ -17,6 +17,14 @@ app = typer.Typer(
 # Each module below defines `register(app)`; add a module here to add its commands.
 COMMAND_MODULES = [
     "recs.cli.sim_cmd",
+    "recs.cli.drift_cmd",
+    "recs.cli.report_cmd",
+    "recs.cli.bundle_cmd",
+    "recs.cli.loadtest_cmd",
+    "recs.cli.abtest_cmd",
+    "recs.cli.ingest_cmd",
+    "recs.cli.labels_cmd",
+    "recs.cli.replay_cmd",
 ]
 
 

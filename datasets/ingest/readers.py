@@ -1,0 +1,248 @@
+"""Input readers: globs, compression (gzip/zstd), and lazy raw scans of CSV, JSON Lines and Parquet.
+
+Every scan is a polars LazyFrame with a `_row` column: the 1-based line number of the row in the file for CSV
+(the header is line 1) and JSON Lines, the 1-based row number for Parquet. CSV and JSON values arrive as strings;
+casting and checking is left to `validate.py`. Compressed inputs are decompressed by streaming into the run's
+staging folder first, so memory stays bounded whatever the file size.
+"""
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import json
+import re
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recs.datasets.ingest.config import IngestError
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+PARQUET_MAGIC = b"PAR1"
+_COMPRESSED_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
+_JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".inter", ".item", ".user")
+_CHUNK = 1 << 20
+ROW = "_row"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: where it was named, the (decompressed) local copy read, its kind and compression."""
+
+    path: Path
+    local: Path
+    kind: str  # csv | jsonl | parquet
+    compression: str | None  # gzip | zstd | None
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files named by `patterns` (paths, globs with ** allowed, or folders: their files), in order, deduplicated."""
+    out: list[Path] = []
+    for pat in patterns:
+        if any(ch in pat for ch in "*?["):
+            hits = sorted(Path(p) for p in _glob.glob(pat, recursive=True) if Path(p).is_file())
+            if not hits:
+                raise IngestError(f"{pat}: no file matches this pattern")
+        else:
+            p = Path(pat)
+            if p.is_dir():
+                hits = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith((".", "_")))
+                if not hits:
+                    raise IngestError(f"{pat}: folder holds no file")
+            elif p.is_file():
+                hits = [p]
+            else:
+                raise IngestError(f"{pat}: no such file")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def _magic(path: Path, n: int = 4) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as e:
+        raise IngestError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _decompress(path: Path, kind: str, dest: Path) -> None:
+    try:
+        if kind == "gzip":
+            with gzip.open(path, "rb") as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+        else:
+            import zstandard
+
+            with open(path, "rb") as raw, open(dest, "wb") as dst:
+                reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+                while chunk := reader.read(_CHUNK):
+                    dst.write(chunk)
+                # A truncated frame ends the stream without an error in stream_reader: check the frame is whole.
+                raw.seek(0)
+                dec = zstandard.ZstdDecompressor().decompressobj()
+                while chunk := raw.read(_CHUNK):
+                    dec.decompress(chunk)
+                if not dec.eof:
+                    raise EOFError("compressed stream ended before its end marker")
+    except (EOFError, OSError, zlib.error) as e:
+        raise IngestError(f"{path}: truncated or corrupt {kind} data ({e})") from None
+    except Exception as e:  # zstandard.ZstdError and friends
+        raise IngestError(f"{path}: truncated or corrupt {kind} data ({e})") from None
+
+
+def _logical_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suf in _COMPRESSED_SUFFIXES:
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    return Path(name).suffix
+
+
+def open_source(path: Path, staging: Path, index: int) -> Source:
+    """Identify `path` (sniffing magic bytes, then the extension) and decompress it into `staging` if needed."""
+    magic = _magic(path)
+    compression = "gzip" if magic[:2] == GZIP_MAGIC else "zstd" if magic == ZSTD_MAGIC else None
+    local = path
+    if compression:
+        local = staging / f"input-{index:05d}{_logical_suffix(path) or '.dat'}"
+        _decompress(path, compression, local)
+        magic = _magic(local)
+    if magic == PARQUET_MAGIC:
+        return Source(path, local, "parquet", compression)
+    suffix = _logical_suffix(path)
+    if suffix == ".parquet":
+        raise IngestError(f"{path}: not a Parquet file (bad magic bytes)")
+    with open(local, "rb") as fh:
+        head = fh.read(4096)
+    if b"\x00" in head:
+        raise IngestError(f"{path}: binary data, not CSV, JSON Lines or Parquet")
+    if suffix in _JSON_SUFFIXES:
+        return Source(path, local, "jsonl", compression)
+    if suffix in _CSV_SUFFIXES:
+        return Source(path, local, "csv", compression)
+    first = head.lstrip()[:1]
+    return Source(path, local, "jsonl" if first == b"{" else "csv", compression)
+
+
+def read_header(path: Path, label: Path) -> str:
+    with open(path, "rb") as fh:
+        line = fh.readline()
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise IngestError(f"{label}: header is not UTF-8 text") from None
+    if not text.strip():
+        raise IngestError(f"{label}: empty file or empty header line")
+    return text.lstrip("\ufeff")
+
+
+def sniff_separator(header: str) -> str:
+    counts = {sep: header.count(sep) for sep in (",", "\t", ";", "|")}
+    return max(counts, key=counts.get) if max(counts.values()) > 0 else ","
+
+
+def scan_csv_raw(src: Source, separator: str | None = None, names: list[str] | None = None
+                 ) -> tuple[pl.LazyFrame, list[str]]:
+    """All columns as strings plus `_row` (file line number); `names` renames the header's columns."""
+    header = read_header(src.local, src.path)
+    sep = separator or sniff_separator(header)
+    cols = [c.strip().strip('"') for c in header.split(sep)]
+    if names is not None:
+        if len(names) != len(cols):
+            raise IngestError(f"{src.path}: header has {len(cols)} columns, expected {len(names)}")
+        cols = names
+    seen = set()
+    for i, c in enumerate(cols):
+        if c in seen:
+            raise IngestError(f"{src.path}: header names column {c!r} twice")
+        seen.add(c)
+        if c == "" and i > 0:
+            raise IngestError(f"{src.path}: header column {i + 1} has no name")
+    cols = [c if c else "_index" for c in cols]
+    lf = pl.scan_csv(
+        src.local, separator=sep, infer_schema=False, new_columns=cols, row_index_name=ROW,
+        row_index_offset=2, empty_string_is_null=True, null_values=None, raise_if_empty=False,
+        missing_columns="insert", extra_columns="raise",
+    )
+    return lf.with_columns(pl.col(ROW).cast(pl.Int64)), cols
+
+
+def scan_parquet_raw(src: Source) -> tuple[pl.LazyFrame, list[str]]:
+    try:
+        cols = list(pl.read_parquet_schema(src.local))
+    except Exception as e:  # noqa: BLE001 - any parquet metadata failure is a bad file
+        raise IngestError(f"{src.path}: unreadable Parquet ({str(e).splitlines()[0]})") from None
+    lf = pl.scan_parquet(src.local, row_index_name=ROW, row_index_offset=1)
+    return lf.with_columns(pl.col(ROW).cast(pl.Int64)), cols
+
+
+def _lines(src: Source) -> pl.LazyFrame:
+    return pl.scan_csv(
+        src.local, has_header=False, separator="\x1f", quote_char=None, new_columns=["_line"],
+        row_index_name=ROW, row_index_offset=1, infer_schema=False, empty_string_is_null=False,
+        raise_if_empty=False, truncate_ragged_lines=True,
+    ).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+
+
+def has_blank_lines(path: Path) -> bool:
+    """True when the file holds an empty or whitespace-only line (a final newline is not one); bounded memory."""
+    tail = b"\n"  # the start of the file counts as just after a newline
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK * 8):
+            data = tail + chunk
+            if _BLANK_LINE.search(data):
+                return True
+            i = data.rfind(b"\n")
+            rest = data[i:] if i >= 0 else data
+            tail = rest if not rest[1:].strip() else b""
+    return False
+
+
+def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, repair: bool = False
+                   ) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """Values of `columns` as strings plus `_row`; and the lines that are not JSON objects (`_row`, `_reason`).
+
+    The fast path (`repair=False`) decodes every line with polars and fails on a broken line; the caller then
+    calls again with `repair=True`, which reads the file line by line in Python, records the broken lines and
+    blanks them in a staged copy (so line numbers are kept) that polars decodes.
+    """
+    dtype = pl.Struct({c: pl.Utf8 for c in columns})
+    no_bad = pl.DataFrame(schema={ROW: pl.Int64, "_reason": pl.Utf8})
+
+    def decoded(s: Source) -> pl.LazyFrame:
+        return (_lines(s).filter(pl.col("_line").str.strip_chars() != "")
+                .select(ROW, pl.col("_line").str.json_decode(dtype).alias("_j")).unnest("_j"))
+
+    if not repair:
+        if not has_blank_lines(src.local):  # the fast reader numbers rows by line only without blank lines
+            lf = pl.scan_ndjson(src.local, schema={c: pl.Utf8 for c in columns}, row_index_name=ROW,
+                                row_index_offset=1)
+            return lf.with_columns(pl.col(ROW).cast(pl.Int64)), no_bad
+        return decoded(src), no_bad
+    bad_rows: list[int] = []
+    bad_reasons: list[str] = []
+    clean = staging / f"clean-{index:05d}.jsonl"
+    with open(src.local, "rb") as fh, open(clean, "wb") as out:
+        for n, raw in enumerate(fh, start=1):
+            text = raw.strip()
+            if text:
+                try:
+                    obj = json.loads(text)
+                    if not isinstance(obj, dict):
+                        raise ValueError(f"line is a JSON {type(obj).__name__}, not an object")
+                except ValueError as e:
+                    bad_rows.append(n)
+                    bad_reasons.append(f"invalid JSON: {str(e).splitlines()[0]}")
+                    raw = b"\n"
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    bad = pl.DataFrame({ROW: bad_rows, "_reason": bad_reasons}, schema={ROW: pl.Int64, "_reason": pl.Utf8})
+    return decoded(Source(src.path, clean, "jsonl", src.compression)), bad

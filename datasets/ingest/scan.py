@@ -1,0 +1,60 @@
+"""Turn one input file of a given `--format` into a raw frame of canonical columns plus `_row`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from recs.datasets.ingest.config import IngestConfig, IngestError
+from recs.datasets.ingest.readers import ROW, Source, scan_csv_raw, scan_jsonl_raw, scan_parquet_raw
+from recs.datasets.schemas import TABLES
+
+
+@dataclass
+class Scanned:
+    """A raw lazy frame (canonical column names, values still raw) and what the reader learnt on the way."""
+
+    lf: pl.LazyFrame
+    count: pl.LazyFrame  # one row, one column: the number of data rows in the file (counted independently)
+    ignored_columns: list[str] = field(default_factory=list)
+    bad_lines: pl.DataFrame | None = None  # lines that are not rows at all (broken JSON): `_row`, `_reason`
+
+
+def _require(src: Source, table: str, present: list[str]) -> None:
+    missing = [c for c in TABLES[table].required_columns if c not in present]
+    if missing:
+        raise IngestError(f"{src.path}: missing required column(s) {', '.join(missing)} for table {table}")
+
+
+def scan_canonical(src: Source, cfg: IngestConfig, staging: Path, index: int, repair: bool) -> Scanned:
+    cols = TABLES[cfg.table].columns
+    if src.kind == "jsonl":
+        lf, bad = scan_jsonl_raw(src, cols, staging, index, repair)
+        count = lf.select(pl.len().alias("n"))
+        if bad.height:
+            count = count.select(pl.col("n") + bad.height)
+        return Scanned(lf, count, [], bad)
+    lf, present = scan_csv_raw(src) if src.kind == "csv" else scan_parquet_raw(src)
+    _require(src, cfg.table, present)
+    ignored = [c for c in present if c not in cols]
+    return Scanned(lf.select(*(c for c in cols if c in present), ROW), lf.select(pl.len().alias("n")), ignored)
+
+
+def scan_source(src: Source, cfg: IngestConfig, staging: Path, index: int, repair: bool = False) -> Scanned:
+    """Dispatch on `cfg.format` (adapters are imported lazily: they import the readers of this package)."""
+    if cfg.format == "canonical":
+        return scan_canonical(src, cfg, staging, index, repair)
+    if cfg.format == "obd":
+        from recs.datasets.adapters.obd import scan_obd
+
+        return scan_obd(src, cfg)
+    if cfg.format == "recbole":
+        from recs.datasets.adapters.recbole_atomic import scan_recbole
+
+        return scan_recbole(src, cfg)
+    if cfg.format == "sessions":
+        from recs.datasets.adapters.sessions import scan_sessions
+
+        return scan_sessions(src, cfg)
+    raise IngestError(f"unknown format {cfg.format!r}")

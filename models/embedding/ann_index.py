@@ -1,0 +1,200 @@
+"""Approximate maximum-inner-product search over item vectors with faiss (HNSW or IVF), recall checked at build.
+
+`AnnIndex.build` measures recall@`recall_k` of the approximate index against exact search (`IndexFlatIP`) on
+a sample of queries and, when `autotune` is on, raises the search breadth (HNSW `efSearch`, IVF `nprobe`) until
+the measured recall reaches `target_recall`. The measured figure is kept on the index and saved with it.
+Row i of the indexed matrix has id i; callers map ids to item ids.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import faiss
+import numpy as np
+
+from recs.datasets.io import atomic_dir
+
+INDEX_KINDS = ("hnsw", "ivf", "flat")
+_INDEX_FILE, _META_FILE = "index.faiss", "index.json"
+
+
+@dataclass
+class AnnConfig:
+    """Index family and its knobs; `target_recall` is checked against exact search at build time."""
+
+    kind: str = "hnsw"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 64  # starting value; autotune doubles it until the target recall is met
+    ivf_nlist: int = 0  # 0: about 4 * sqrt(n_items), at most n_items / 39 (faiss' training minimum)
+    nprobe: int = 8
+    target_recall: float = 0.95
+    recall_k: int = 100
+    n_eval_queries: int = 500
+    autotune: bool = True
+    seed: int = 0
+    num_threads: int = 1  # 1 is fastest for these small models on a shared CPU (OpenMP contention)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"kind: {self.kind!r} is not one of {INDEX_KINDS}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe", "recall_k", "n_eval_queries", "num_threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.ivf_nlist < 0:
+            raise ValueError(f"ivf_nlist: must be >= 0, got {self.ivf_nlist}")
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall: must be in (0, 1], got {self.target_recall}")
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-d array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return x
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean over queries of |approx top-k ∩ exact top-k| / |exact top-k| (ids of -1 are padding)."""
+    hits = total = 0
+    for a, e in zip(approx_ids, exact_ids):
+        e = e[e >= 0]
+        hits += np.intersect1d(a[a >= 0], e).size
+        total += e.size
+    return hits / total if total else 1.0
+
+
+class AnnIndex:
+    """A faiss inner-product index over item vectors with its measured recall against exact search."""
+
+    def __init__(self, index: faiss.Index, config: AnnConfig, search_breadth: int, measured_recall: float) -> None:
+        self.index = index
+        self.config = config
+        self.search_breadth = search_breadth  # efSearch (hnsw) or nprobe (ivf); 0 for flat
+        self.measured_recall = measured_recall
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def meets_target(self) -> bool:
+        return self.measured_recall >= self.config.target_recall
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, config: AnnConfig | None = None, queries: np.ndarray | None = None) -> "AnnIndex":
+        """Index `vectors`; measure recall on `queries` (default: a sample of the vectors themselves)."""
+        cfg = config or AnnConfig()
+        x = _as_matrix(vectors, "vectors")
+        faiss.omp_set_num_threads(cfg.num_threads)
+        n, d = x.shape
+        if cfg.kind == "flat":
+            index: faiss.Index = faiss.IndexFlatIP(d)
+            breadth = 0
+        elif cfg.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = cfg.ef_construction
+            breadth = cfg.ef_search
+        else:
+            nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+            nlist = min(nlist, n)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = cfg.seed
+            index.train(x)
+            breadth = min(cfg.nprobe, nlist)
+        index.add(x)
+        ann = cls(index, cfg, breadth, 1.0)
+        ann.measured_recall = ann._tune(x, queries)
+        return ann
+
+    def _max_breadth(self) -> int:
+        if self.config.kind == "hnsw":
+            return max(self.ntotal, self.config.ef_search)
+        if self.config.kind == "ivf":
+            return int(self.index.nlist)
+        return 0
+
+    def _tune(self, x: np.ndarray, queries: np.ndarray | None) -> float:
+        cfg = self.config
+        if cfg.kind == "flat":
+            return 1.0
+        rng = np.random.default_rng(cfg.seed)
+        q = x if queries is None else _as_matrix(queries, "queries")
+        if q.shape[1] != x.shape[1]:
+            raise ValueError(f"queries: dimension {q.shape[1]} != vectors dimension {x.shape[1]}")
+        if q.shape[0] > cfg.n_eval_queries:
+            q = q[rng.choice(q.shape[0], cfg.n_eval_queries, replace=False)]
+        k = min(cfg.recall_k, self.ntotal)
+        exact = faiss.IndexFlatIP(x.shape[1])
+        exact.add(x)
+        _, truth = exact.search(q, k)
+        while True:
+            got, _ = self.search(q, k)
+            recall = recall_at_k(got, truth)
+            if not cfg.autotune or recall >= cfg.target_recall or self.search_breadth >= self._max_breadth():
+                return recall
+            self.search_breadth = min(self.search_breadth * 2, self._max_breadth())
+
+    def _params(self, sel: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+        if self.config.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.search_breadth, 1))
+        elif self.config.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=max(self.search_breadth, 1))
+        else:
+            if sel is None:
+                return None
+            params = faiss.SearchParameters()
+        if sel is not None:
+            params.sel = sel
+        return params
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` (ids, inner products) per query row, best first; ids in `exclude` never appear; -1 pads."""
+        q = _as_matrix(np.atleast_2d(queries), "queries")
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries: dimension {q.shape[1]} != index dimension {self.dim}")
+        if k < 1:
+            raise ValueError(f"k: must be >= 1, got {k}")
+        ex = None if exclude is None else np.unique(np.asarray(list(exclude) if not isinstance(exclude, np.ndarray)
+                                                                else exclude, dtype=np.int64))
+        # the selectors stay referenced here for the whole search: the C++ side does not own them
+        inner = faiss.IDSelectorBatch(ex) if ex is not None and ex.size else None
+        sel = faiss.IDSelectorNot(inner) if inner is not None else None
+        faiss.omp_set_num_threads(self.config.num_threads)
+        scores, ids = self.index.search(q, min(k, self.ntotal), params=self._params(sel))
+        return ids, scores
+
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write `index.faiss` and `index.json` (config, search breadth, measured recall) atomically to `path`."""
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.write_into(tmp)
+
+    def write_into(self, folder: Path) -> None:
+        faiss.write_index(self.index, str(folder / _INDEX_FILE))
+        meta = {"config": asdict(self.config), "search_breadth": self.search_breadth,
+                "measured_recall": self.measured_recall, "ntotal": self.ntotal, "dim": self.dim}
+        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AnnIndex":
+        folder = Path(path)
+        try:
+            meta = json.loads((folder / _META_FILE).read_text())
+            index = faiss.read_index(str(folder / _INDEX_FILE))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{folder}: not a saved AnnIndex ({exc})") from exc
+        if int(index.ntotal) != int(meta["ntotal"]):
+            raise ValueError(f"{folder / _INDEX_FILE}: holds {index.ntotal} vectors, index.json says {meta['ntotal']}")
+        return cls(index, AnnConfig(**meta["config"]), int(meta["search_breadth"]), float(meta["measured_recall"]))

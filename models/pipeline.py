@@ -1,0 +1,189 @@
+"""The trained pipeline as one `Policy`: retrievers -> blend -> features -> ranker -> re-rank + policy filters.
+
+This object is what `recs evaluate`, `recs replay --model`, `sim.run_policy`, the bundle and the server all use.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from recs.datasets.online_state import OnlineState
+from recs.datasets.policy import Ranking, Request, SlotProbabilities, deterministic_slot_probabilities
+from recs.features.compute import compute_features
+from recs.features.online import attrs_from_state, online_inputs
+from recs.features.snapshot import Snapshot
+from recs.features.spec import check_spec
+from recs.models.base import Candidates, RetrievalQuery, Retriever
+from recs.models.candidates import BlendConfig, merge_candidates
+from recs.models.ranker import Ranker
+from recs.models.rerank import RerankConfig, rerank
+
+HISTORY_LEN = 50
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per named stage of one request."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + now - t0
+        return now
+
+
+class Pipeline:
+    """Retrieval, ranking and re-ranking over a live `OnlineState`."""
+
+    def __init__(self, retrievers: dict[str, Retriever], ranker: Ranker | None, snapshot: Snapshot,
+                 state: OnlineState, histories: dict[str, tuple[str, ...]], blend: BlendConfig = BlendConfig(),
+                 rerank_cfg: RerankConfig = RerankConfig(), policy_id: str = "pipeline",
+                 fallback: dict[str, list[str]] | None = None) -> None:
+        self.retrievers, self.ranker, self.snapshot, self.state = retrievers, ranker, snapshot, state
+        self.histories, self.blend, self.rerank_cfg, self.policy_id = histories, blend, rerank_cfg, policy_id
+        self.fallback = fallback or {}
+        self.attrs = attrs_from_state(state)
+        self.last_times = StageTimes()
+
+    # ---- request path ------------------------------------------------------------------------------------
+    def history(self, user_id: str | None) -> tuple[str, ...]:
+        """The user's past positive items (training data, then live events), newest last."""
+        if user_id is None:
+            return ()
+        past = self.histories.get(user_id, ())
+        live = tuple(i for i, _ in self.state.user_history.get(user_id, ()))
+        return (past + live)[-HISTORY_LEN:]
+
+    def retrieve(self, request: Request, sources: Sequence[str] | None = None, live: bool = True
+                 ) -> list[Candidates]:
+        q = RetrievalQuery(request, self.history(request.user_id), self.state if live else None)
+        out = []
+        for kind, r in self.retrievers.items():
+            if sources is not None and kind not in sources:
+                continue
+            quota = self.blend.quota(kind, request.surface)
+            if quota > 0:
+                out.append(r.retrieve(q, quota))
+        return out
+
+    def candidates(self, request: Request, live: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Blended candidate ids and their retrieval features; `live`: only items eligible in the live state."""
+        lists = self.retrieve(request, live=live)
+        ids, feats = merge_candidates(lists, self.blend, request.surface)
+        if len(ids) and live:
+            ok = self.state.is_eligible(list(ids), request.ts)
+            ids = ids[ok]
+            feats = {k: v[ok] for k, v in feats.items()}
+        feats["emb_score"] = self.embedding_scores(request, ids)
+        return ids, feats
+
+    def embedding_scores(self, request: Request, item_ids: np.ndarray) -> np.ndarray:
+        """User (or session) vector . item vector for every candidate; NaN where unknown."""
+        emb = self.retrievers.get("embedding")
+        out = np.full(len(item_ids), np.nan)
+        if emb is None or not len(item_ids):
+            return out
+        hist = self.history(request.user_id)
+        q, _ = emb.query(request.user_id, request.recent_items, list(hist) if hist else None)
+        if q is None:
+            return out
+        trained = emb._ready()
+        ids = np.asarray(item_ids, dtype=str)
+        pos = np.searchsorted(trained.item_ids, ids).clip(0, max(trained.item_ids.size - 1, 0))
+        known = trained.item_ids[pos] == ids
+        out[known] = trained.item_vectors[pos[known]] @ q
+        return out
+
+    def score(self, request: Request, ids: np.ndarray, feats: dict[str, np.ndarray],
+              use_ranker: bool = True) -> np.ndarray:
+        if self.ranker is None or not use_ranker:
+            return -feats["best_source_rank"].astype(float)
+        X = compute_features(online_inputs(request, ids, self.state, feats), self.snapshot, self.attrs)
+        return self.ranker.predict(X)
+
+    def score_candidates(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
+        """All eligible candidates with their ranker scores (for Plackett-Luce target policies)."""
+        ids, feats = self.candidates(request)
+        return ids, (self.score(request, ids, feats) if len(ids) else np.zeros(0))
+
+    def rank(self, request: Request, k: int, use_ranker: bool = True, deadline_s: float | None = None) -> Ranking:
+        """Top-k for the request; policy filters are applied on every path, fallbacks included."""
+        times = StageTimes()
+        t0 = time.perf_counter()
+        start = t0
+        ids, feats = self.candidates(request)
+        t0 = times.add("retrieve", t0)
+        stages = ["retrieve"]
+        fallback = False
+        if len(ids) == 0:
+            ids, feats, fallback = self.fallback_candidates(request), {}, True
+            scores = -np.arange(len(ids), dtype=float)
+            stages.append("fallback")
+        else:
+            over = deadline_s is not None and (t0 - start) > deadline_s
+            scores = self.score(request, ids, feats, use_ranker and not over)
+            t0 = times.add("rank", t0)
+            stages.append("rank" if (self.ranker is not None and use_ranker and not over) else "retrieval_order")
+        purchased = frozenset(i for i, kind in self.state.user_history.get(request.user_id, ())
+                              if kind == "purchase") if request.user_id else frozenset()
+        out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, self.rerank_cfg, purchased)
+        if len(out_ids) < k and not fallback:
+            extra = [i for i in self.fallback_candidates(request) if i not in set(out_ids)]
+            more, more_sc = rerank(extra, -np.arange(len(extra), dtype=float), self.state, request.ts,
+                                   k - len(out_ids), self.rerank_cfg, purchased)
+            out_ids += more
+            out_sc += [min(out_sc, default=0.0) - 1.0 - j for j in range(len(more))]
+        times.add("rerank", t0)
+        stages.append("rerank")
+        self.last_times = times
+        return Ranking(tuple(out_ids), tuple(out_sc), tuple(stages), fallback, {"times": times.stages})
+
+    def fallback_candidates(self, request: Request) -> list[str]:
+        """Popular items of the request's likely categories, then globally popular (filtered later)."""
+        cats: list[str] = []
+        for iid in reversed(request.recent_items + self.history(request.user_id)):
+            row = self.state.index.get(iid)
+            if row is not None and self.state.category[row] not in cats:
+                cats.append(self.state.category[row])
+        out: list[str] = []
+        for c in cats + ["__global__"]:
+            out += self.fallback.get(c, [])
+        return list(dict.fromkeys(out))
+
+    def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
+        return deterministic_slot_probabilities(self.rank(request, k), k)
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path, state: OnlineState | None = None) -> "Pipeline":
+        """Load a model folder written by `recs train` (plain files only: JSON, Parquet, .npy, faiss, LightGBM)."""
+        from recs.models.registry import load_retriever
+        from recs.models.state_files import load_histories, load_state
+
+        d = Path(model_dir)
+        meta_file = d / "model.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{d}: not a trained model (no model.json)")
+        meta = json.loads(meta_file.read_text())
+        check_spec(d / "feature_spec.json")
+        retrievers = {kind: load_retriever(kind, d / "retrievers" / kind) for kind in meta["retrievers"]}
+        ranker = Ranker.load(d / "ranker") if (d / "ranker" / "model.txt").is_file() else None
+        snap = Snapshot.load(d / "snapshot")
+        state = state or load_state(d / "state")
+        blend = BlendConfig.from_json(meta.get("blend", {}))
+        rr = RerankConfig(**meta.get("rerank", {}))
+        fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
+        return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
+                   meta.get("policy_id", "pipeline"), fallback)
+
+
+def rerank_json(cfg: RerankConfig) -> dict:
+    return asdict(cfg)
+
+

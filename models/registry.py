@@ -1,0 +1,32 @@
+"""Retriever kinds by name: construct, fit and load them without the caller knowing the classes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from recs.models.base import Retriever
+
+KINDS = ("popularity", "covisit", "content", "embedding", "suggest")
+
+
+def retriever_class(kind: str) -> type[Retriever]:
+    if kind == "embedding":
+        from recs.models.embedding.retriever import EmbeddingRetriever
+
+        return EmbeddingRetriever
+    if kind not in KINDS:
+        raise ValueError(f"unknown retriever kind {kind!r}; choose from {', '.join(KINDS)}")
+    import importlib
+
+    module = importlib.import_module(f"recs.models.retrievers.{kind}")
+    return getattr(module, f"{kind.capitalize()}Retriever")
+
+
+def make_retriever(kind: str, config=None) -> Retriever:
+    cls = retriever_class(kind)
+    return cls(config) if config is not None else cls()
+
+
+def load_retriever(kind: str, path: Path) -> Retriever:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: no saved {kind} retriever")
+    return retriever_class(kind).load(path)

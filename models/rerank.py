@@ -1,0 +1,72 @@
+"""Re-ranking: de-duplication, diversity caps, and the hard policy filters that are applied last and always.
+
+The filters are a guarantee, not a preference: whatever the ranker, the cache or a fallback proposes, an item
+that is out of stock, restricted, from a blocked seller or not yet live at request time never comes out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from recs.datasets.online_state import OnlineState
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """`max_per_category`: at most this many items of one category in a slate (0: no cap)."""
+
+    max_per_category: int = 4
+    exclude_purchased: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_per_category < 0:
+            raise ValueError("max_per_category must be >= 0")
+
+
+def policy_filter(item_ids, state: OnlineState, ts: datetime | None,
+                  purchased: frozenset[str] = frozenset()) -> np.ndarray:
+    """Boolean mask of the items that may be shown now (eligible in the live state and not already bought)."""
+    ids = list(item_ids)
+    ok = state.is_eligible(ids, ts)
+    if purchased:
+        ok &= np.array([i not in purchased for i in ids], dtype=bool)
+    return ok
+
+
+def rerank(item_ids, scores, state: OnlineState, ts: datetime | None, k: int, cfg: RerankConfig = RerankConfig(),
+           purchased: frozenset[str] = frozenset()) -> tuple[list[str], list[float]]:
+    """Top-k after de-duplication, the per-category cap and the policy filters (filters win over everything)."""
+    ids = np.asarray(list(item_ids), dtype=object)
+    sc = np.asarray(list(scores), dtype=float)
+    if len(ids) == 0 or k <= 0:
+        return [], []
+    ok = policy_filter(ids, state, ts, purchased if cfg.exclude_purchased else frozenset())
+    order = np.argsort(-np.where(np.isnan(sc), -np.inf, sc), kind="stable")
+    out_ids: list[str] = []
+    out_sc: list[float] = []
+    seen: set[str] = set()
+    per_cat: dict[str, int] = {}
+    deferred: list[int] = []
+    for j in order:
+        iid = ids[j]
+        if not ok[j] or iid in seen:
+            continue
+        seen.add(iid)
+        row = state.index.get(iid)
+        cat = state.category[row] if row is not None else None
+        if cfg.max_per_category and per_cat.get(cat, 0) >= cfg.max_per_category:
+            deferred.append(j)
+            continue
+        per_cat[cat] = per_cat.get(cat, 0) + 1
+        out_ids.append(iid)
+        out_sc.append(float(sc[j]))
+        if len(out_ids) == k:
+            return out_ids, out_sc
+    for j in deferred:  # the cap yields when there is nothing else to show
+        out_ids.append(ids[j])
+        out_sc.append(float(sc[j]))
+        if len(out_ids) == k:
+            break
+    return out_ids, out_sc

@@ -1,0 +1,199 @@
+"""Helpers shared by the classic retrievers: time, eligibility filtering, affinities, save/load metadata."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from recs.datasets.online_state import OnlineState
+from recs.models.base import Candidates, RetrievalQuery, TrainingData
+
+FORMAT_VERSION = 1
+KIND_WEIGHTS = {"click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+US_PER_HOUR = 3_600 * 10**6
+US_PER_DAY = 24 * US_PER_HOUR
+
+
+def to_us(ts: datetime) -> int:
+    """Epoch microseconds of a datetime (naive means UTC)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return int(ts.timestamp() * 1_000_000)
+
+
+def check_kind_weights(weights: dict[str, float], field: str = "kind_weights") -> None:
+    """Raise if `weights` names an unknown interaction kind or holds a negative weight."""
+    for kind, w in weights.items():
+        if kind not in KIND_WEIGHTS:
+            raise ValueError(f"{field}: unknown interaction kind {kind!r} (known: {', '.join(KIND_WEIGHTS)})")
+        if w < 0:
+            raise ValueError(f"{field}[{kind}]: must be >= 0, got {w}")
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError(f"{field}: at least one weight must be > 0")
+
+
+def check_positive(obj: object, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if not v > 0:
+            raise ValueError(f"{name}: must be > 0, got {v}")
+
+
+def check_unit(obj: object, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name}: must be in [0, 1], got {v}")
+
+
+def weighted_events(data: TrainingData, weights: dict[str, float]) -> pl.DataFrame:
+    """Interactions strictly before `as_of` with a `w` column from their kind; events of weight 0 are dropped."""
+    need = {"ts", "session_id", "kind", "item_id"}
+    missing = need - set(data.interactions.columns)
+    if missing:
+        raise ValueError(f"interactions: missing column(s) {', '.join(sorted(missing))}")
+    as_of = to_us(data.as_of)
+    return (data.interactions.lazy()
+            .filter(pl.col("ts").dt.epoch("us") < as_of)
+            .with_columns(pl.col("kind").replace_strict(weights, default=0.0, return_dtype=pl.Float64).alias("w"))
+            .filter(pl.col("w") > 0)
+            .collect())
+
+
+def recency_weights(n: int, decay: float) -> np.ndarray:
+    """Weights of `n` items ordered oldest first: the newest weighs 1, each older one `decay` times less."""
+    return decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
+
+
+def seed_items(query: RetrievalQuery, session_weight: float, history_weight: float, decay: float,
+               max_items: int) -> tuple[list[str], np.ndarray]:
+    """The request's session items and the user's history (newest last) with recency weights; session first."""
+    sess = list(query.session_items)[-max_items:]
+    in_sess = set(sess)
+    hist = [i for i in query.history if i not in in_sess][-max_items:]
+    ids = hist + sess
+    w = np.concatenate([history_weight * recency_weights(len(hist), decay),
+                        session_weight * recency_weights(len(sess), decay)])
+    return ids, w
+
+
+def affinity(keys: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    """Normalised (sum 1) weight per key (category, subcategory, brand) from weighted seed items."""
+    if len(keys) == 0 or weights.sum() <= 0:
+        return {}
+    uniq, inv = np.unique(keys.astype(str), return_inverse=True)
+    tot = np.bincount(inv, weights=weights)
+    tot = tot / tot.sum()
+    return {str(k): float(v) for k, v in zip(uniq, tot)}
+
+
+class StateRows:
+    """Row of each of a retriever's items in a live `OnlineState` (-1: unknown to it), cached per state.
+
+    A state only ever appends items, so the cache is rebuilt only when the state object, its size or the
+    retriever's item count changes; eligibility itself is always read live.
+    """
+
+    def __init__(self) -> None:
+        self._state: OnlineState | None = None
+        self._key: tuple[int, int] = (-1, -1)
+        self._rows = np.zeros(0, dtype=np.int64)
+
+    def get(self, state: OnlineState, item_ids: np.ndarray) -> np.ndarray:
+        key = (len(state), len(item_ids))
+        if state is not self._state or key != self._key:
+            self._rows = state.indices(item_ids)
+            self._state, self._key = state, key
+        return self._rows
+
+
+def take_eligible(ids: np.ndarray, scores: np.ndarray, query: RetrievalQuery | None, k: int, source: str,
+                  exclude: Iterable[str] = (), presorted: bool = False, rows: np.ndarray | None = None) -> Candidates:
+    """Top-`k` of (`ids`, `scores`) that the live state allows at the request time, skipping `exclude`.
+
+    Sorts by score (descending, stable) unless `presorted`; checks eligibility in growing chunks so an
+    over-fetch is paid only when the head of the list is ineligible. `rows` (aligned with `ids`) are the items'
+    rows in `query.state` when the caller knows them (see `StateRows`), which saves the id look-ups.
+    """
+    if k <= 0 or len(ids) == 0:
+        return Candidates.empty(source)
+    if not presorted:
+        order = np.argsort(-scores, kind="stable")
+        ids, scores = ids[order], scores[order]
+        rows = rows[order] if rows is not None else None
+    excl = set(exclude)
+    state = query.state if query is not None else None
+    ts = query.request.ts if query is not None else None
+    keep_ids: list[np.ndarray] = []
+    keep_sc: list[np.ndarray] = []
+    got, start, chunk = 0, 0, k + max(16, k // 4)
+    while got < k and start < len(ids):
+        cid, csc = ids[start:start + chunk], scores[start:start + chunk]
+        ok = np.ones(len(cid), dtype=bool)
+        if excl:
+            ok &= np.fromiter((i not in excl for i in cid), dtype=bool, count=len(cid))
+        if state is not None and ok.any():
+            if rows is None:
+                ok[ok] = state.is_eligible(cid[ok], ts)
+            else:
+                r = rows[start:start + chunk]
+                known = ok & (r >= 0)
+                ok &= known
+                if known.any():
+                    ok[known] = state.eligible_mask(ts, r[known])
+        keep_ids.append(cid[ok])
+        keep_sc.append(csc[ok])
+        got += int(ok.sum())
+        start += chunk
+        chunk *= 4
+    out_ids = np.concatenate(keep_ids)[:k].astype(object)
+    out_sc = np.concatenate(keep_sc)[:k].astype(np.float64)
+    return Candidates(out_ids, out_sc, source)
+
+
+def top_indices(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` largest positive scores, best first (ties broken by index)."""
+    pos = np.flatnonzero(scores > 0)
+    if len(pos) > n:
+        part = np.argpartition(-scores[pos], n - 1)[:n]
+        pos = pos[part]
+    order = np.lexsort((pos, -scores[pos]))
+    return pos[order]
+
+
+def write_meta(path: Path, kind: str, config: dict, extra: dict | None = None) -> None:
+    meta = {"kind": kind, "format_version": FORMAT_VERSION, "config": config, **(extra or {})}
+    (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_meta(path: Path, kind: str) -> dict:
+    """`meta.json` of a saved retriever, checked for its kind and format version."""
+    f = Path(path) / "meta.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no saved retriever here (meta.json missing)")
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    if meta.get("kind") != kind:
+        raise ValueError(f"{f}: field 'kind' is {meta.get('kind')!r}, expected {kind!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{f}: field 'format_version' is {meta.get('format_version')!r}, "
+                         f"this build reads {FORMAT_VERSION}")
+    return meta
+
+
+def read_parquet(path: Path, name: str, columns: Sequence[str]) -> pl.DataFrame:
+    """A Parquet file of a saved retriever, checked for the columns it must hold."""
+    f = Path(path) / name
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: missing from the saved retriever")
+    df = pl.read_parquet(f)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{f}: missing column(s) {', '.join(missing)}")
+    return df

@@ -1,0 +1,50 @@
+"""The online state a model ships with: catalog, sellers, inventory and user histories at the training cut-off."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from recs.datasets.online_state import OnlineState
+from recs.datasets.point_in_time import attributes_as_of
+
+HISTORY_LEN = 50
+
+
+def state_frames(catalog: pl.DataFrame, sellers: pl.DataFrame | None, events: pl.DataFrame | None,
+                 as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Catalog rows with price, stock and restricted flag as of `as_of` (items created later are left out)."""
+    live = catalog.filter(pl.col("created_at") <= as_of)
+    rows = live.select("item_id").with_columns(pl.lit(as_of).cast(pl.Datetime("us", "UTC")).alias("ts"))
+    pit = attributes_as_of(rows, catalog, events.filter(pl.col("ts") <= as_of) if events is not None else None)
+    cat = live.drop("price", "stock", "restricted").join(
+        pit.select("item_id", pl.col("price_at_ts").alias("price"), pl.col("stock_at_ts").alias("stock"),
+                   pl.col("restricted_at_ts").alias("restricted")), on="item_id")
+    return cat.select(catalog.columns), sellers
+
+
+def histories_frame(interactions: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Each logged-in user's last positive items before `as_of`, oldest first."""
+    pos = interactions.filter((pl.col("ts") < as_of) & pl.col("user_id").is_not_null()).sort("ts")
+    return pos.group_by("user_id", maintain_order=True).agg(pl.col("item_id").tail(HISTORY_LEN).alias("items"))
+
+
+def save_state(path: Path, catalog: pl.DataFrame, sellers: pl.DataFrame | None, histories: pl.DataFrame) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    catalog.write_parquet(path / "catalog.parquet")
+    if sellers is not None:
+        sellers.write_parquet(path / "sellers.parquet")
+    histories.write_parquet(path / "histories.parquet")
+
+
+def load_state(path: Path) -> OnlineState:
+    sellers = pl.read_parquet(path / "sellers.parquet") if (path / "sellers.parquet").is_file() else None
+    return OnlineState(pl.read_parquet(path / "catalog.parquet"), sellers)
+
+
+def load_histories(path: Path) -> dict[str, tuple[str, ...]]:
+    f = path / "histories.parquet"
+    if not f.is_file():
+        return {}
+    return {u: tuple(items) for u, items in pl.read_parquet(f).iter_rows()}
