@@ -17,6 +17,7 @@ app = typer.Typer(
 # Each module below defines `register(app)`; add a module here to add its commands.
 COMMAND_MODULES = [
     "recs.cli.sim_cmd",
+    "recs.cli.train_cmd",
     "recs.cli.drift_cmd",
     "recs.cli.report_cmd",
     "recs.cli.bundle_cmd",
@@ -25,6 +26,9 @@ COMMAND_MODULES = [
     "recs.cli.ingest_cmd",
     "recs.cli.labels_cmd",
     "recs.cli.replay_cmd",
+    "recs.cli.serve_cmd",
+    "recs.cli.gate_cmd",
+    "recs.cli.simulate_cmd",
 ]
 
 

@@ -67,5 +67,75 @@ def generate(
         out.print(f"written to [bold]{out_dir}[/]")
 
 
+@sim_app.command("abtest")
+def abtest(
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: units.parquet (or .csv) + truth.json."),
+    control: str = typer.Option("logging", "--control", help="logging | uniform | oracle | a model folder."),
+    treatment: str = typer.Option("oracle", "--treatment", help="logging | uniform | oracle | a model folder."),
+    model: Path = typer.Option(None, "--model", help="A trained pipeline as the treatment (= --treatment DIR)."),
+    dataset: Path = typer.Option(None, "--dataset", help="Simulated dataset: run in its world (World.load)."),
+    days: int = typer.Option(7, "--days", help="Experiment days."),
+    pre_days: int = typer.Option(7, "--pre-days", help="Pre-period days (control for all; CUPED covariates)."),
+    requests_per_day: int = typer.Option(2000, "--requests-per-day"),
+    split: float = typer.Option(0.5, "--split", help="Planned treatment share."),
+    actual_split: float = typer.Option(None, "--actual-split", help="Assigned share (break it to test SRM)."),
+    error_rate: float = typer.Option(0.0, "--treatment-error-rate", help="Injected treatment error rate."),
+    truth_requests: int = typer.Option(5000, "--truth-requests", help="Requests per arm for the true effect."),
+    salt: str = typer.Option("exp", "--salt", help="Assignment hash salt."),
+    seed: int = typer.Option(0, "--seed"),
+    users: int = typer.Option(None, "--users", help="Without --dataset: world size (default: --scale)."),
+    items: int = typer.Option(None, "--items"),
+    scale: str = typer.Option("small", "--scale"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet | csv."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = typer.Option(False, "--json", help="Print the truth JSON."),
+) -> None:
+    """Simulated online A/B test on fresh traffic; writes the table `recs abtest-analyze` reads + the true effect."""
+    from recs.scenarios.sim_abtest import SimABTestConfig, run_sim_abtest, write_sim_abtest
+    from recs.sim import SimConfig, World
+
+    if model is not None:
+        if treatment != "oracle":
+            fail("give either --model or --treatment, not both")
+        treatment = str(model)
+    if fmt not in ("parquet", "csv"):
+        fail(f"--format must be parquet or csv, got {fmt!r}")
+    check_output_dir(out_dir, overwrite)
+    try:
+        cfg = SimABTestConfig(control=control, treatment=treatment, days=days, pre_days=pre_days,
+                              requests_per_day=requests_per_day, split=split, actual_split=actual_split,
+                              salt=salt, seed=seed, truth_requests=truth_requests, error_rate=(0.0, error_rate))
+        if dataset is not None:
+            world = World.load(dataset)
+        else:
+            world = World.build(SimConfig.for_scale(scale, n_users=users, n_items=items, seed=seed))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    try:
+        with Progress(TextColumn("experiment"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
+                      TimeElapsedColumn(), console=console, disable=as_json) as progress:
+            task = progress.add_task("abtest", total=days)
+            result = run_sim_abtest(world, cfg, progress=lambda d, n: progress.update(task, completed=d))
+    except (FileNotFoundError, ValueError) as e:  # e.g. an unreadable model folder
+        fail(f"{e}")
+    paths = write_sim_abtest(result, out_dir, fmt=fmt, overwrite=overwrite)
+    if as_json:
+        print_json(result.truth)
+        return
+    s = result.summary
+    t = Table(title=f"simulated A/B test: {control} vs {treatment}", title_justify="left")
+    for c in ("metric", "true control", "true treatment", "true diff", "true lift"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for name, m in result.truth["metrics"].items():
+        t.add_row(name, f"{m['control']:.4g}", f"{m['treatment']:.4g}", f"{m['diff']:+.4g}",
+                  "-" if m["lift"] is None else f"{m['lift']:+.2%}")
+    out.print(t)
+    out.print(f"{s['units']:,} units ({s['anonymous_units']:,} anonymous sessions), {s['requests']:,} requests; "
+              f"per arm {s['units_per_arm']}")
+    out.print(f"written {paths['units']} and {paths['truth']}; analyse with: recs abtest-analyze --data "
+              f"{paths['units']} --unit unit_id --metrics clicks/impressions,revenue/requests "
+              "--pre-period-covariate auto --guardrails 'latency_ms<=+10%,error_rate<=+0.1pp'")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(sim_app, name="sim")

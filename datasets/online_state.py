@@ -52,19 +52,29 @@ class OnlineState:
 
     def indices(self, item_ids) -> np.ndarray:
         """Row indices of known item ids (-1 for unknown)."""
-        return np.array([self.index.get(i, -1) for i in item_ids], dtype=np.int64)
+        get = self.index.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def _item_blocked_from(self) -> np.ndarray:
+        """Per item, the time (us) its seller is blocked from (int64 max: never); cached per version."""
+        key = (self.version, len(self.item_ids))
+        if getattr(self, "_blocked_key", None) != key:
+            never = np.iinfo(np.int64).max
+            get = self.blocked_from_us.get
+            self._blocked_cache = np.fromiter((get(s, never) for s in self.seller_id), dtype=np.int64,
+                                              count=len(self.seller_id))
+            self._blocked_key = key
+        return self._blocked_cache
 
     def eligible_mask(self, ts: datetime | None = None, idx: np.ndarray | None = None) -> np.ndarray:
         """Items that may be shown at `ts`: in stock, not restricted, seller not blocked, already created."""
         sel = slice(None) if idx is None else idx
         ok = (self.stock[sel] > 0) & ~self.restricted[sel]
+        t = _to_us(ts) if ts is not None else np.iinfo(np.int64).max - 1
         if ts is not None:
-            ok &= self.created_us[sel] <= _to_us(ts)
+            ok &= self.created_us[sel] <= t
         if self.blocked_from_us:
-            t = _to_us(ts) if ts is not None else np.iinfo(np.int64).max
-            sellers = self.seller_id[sel]
-            if len(sellers):
-                ok &= np.array([self.blocked_from_us.get(s, np.iinfo(np.int64).max) <= t for s in sellers]) == False  # noqa: E712
+            ok &= self._item_blocked_from()[sel] > t
         return ok
 
     def is_eligible(self, item_ids, ts: datetime | None = None) -> np.ndarray:

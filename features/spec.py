@@ -49,6 +49,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("position", "float32", 0.0, "context",
             "logged display position for training rows, 0 when scoring: the ranker learns position bias apart"),
     Feature("emb_score", "float32", 0.0, "retrieval", "user (or session) vector . item vector"),
+    Feature("emb_subcat_score", "float32", 0.0, "retrieval",
+            "user (or session) vector . mean vector of the item's subcategory (denoised, covers items with no data)"),
     Feature("emb_known", "float32", 0.0, "retrieval", "1 if an embedding score exists for this pair"),
     Feature("covisit_score", "float32", 0.0, "retrieval", "co-visitation score with the session and user history"),
     Feature("content_score", "float32", 0.0, "retrieval", "content similarity with the session and user profile"),

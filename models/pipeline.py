@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import polars as pl
 
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Ranking, Request, SlotProbabilities, deterministic_slot_probabilities
@@ -76,29 +77,60 @@ class Pipeline:
         """Blended candidate ids and their retrieval features; `live`: only items eligible in the live state."""
         lists = self.retrieve(request, live=live)
         ids, feats = merge_candidates(lists, self.blend, request.surface)
+        if len(ids) and request.surface == "search" and request.query:
+            keep = self.prefix_matches(ids, request.query)
+            ids, feats = ids[keep], {k: v[keep] for k, v in feats.items()}
         if len(ids) and live:
             ok = self.state.is_eligible(list(ids), request.ts)
             ids = ids[ok]
             feats = {k: v[ok] for k, v in feats.items()}
-        feats["emb_score"] = self.embedding_scores(request, ids)
+        feats["emb_score"], feats["emb_subcat_score"] = self.embedding_scores(request, ids)
         return ids, feats
 
-    def embedding_scores(self, request: Request, item_ids: np.ndarray) -> np.ndarray:
-        """User (or session) vector . item vector for every candidate; NaN where unknown."""
+    def prefix_matches(self, ids: np.ndarray, prefix: str) -> np.ndarray:
+        """Search-bar rule: suggestions complete the typed prefix (subcategory name first, else a title word)."""
+        p = prefix.lower()
+        rows = self.state.indices(list(ids))
+        sub = np.array([r >= 0 and str(self.state.subcategory[r]).lower().startswith(p) for r in rows], dtype=bool)
+        if sub.any():
+            return sub
+        title = np.array([r >= 0 and any(t.startswith(p) for t in str(self.state.title[r]).lower().split())
+                          for r in rows], dtype=bool)
+        return title if title.any() else np.ones(len(ids), dtype=bool)
+
+    def embedding_scores(self, request: Request, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(user or session vector . item vector, . its subcategory's mean item vector); NaN where unknown."""
         emb = self.retrievers.get("embedding")
         out = np.full(len(item_ids), np.nan)
+        sub_out = np.full(len(item_ids), np.nan)
         if emb is None or not len(item_ids):
-            return out
+            return out, sub_out
         hist = self.history(request.user_id)
         q, _ = emb.query(request.user_id, request.recent_items, list(hist) if hist else None)
         if q is None:
-            return out
+            return out, sub_out
         trained = emb._ready()
         ids = np.asarray(item_ids, dtype=str)
         pos = np.searchsorted(trained.item_ids, ids).clip(0, max(trained.item_ids.size - 1, 0))
         known = trained.item_ids[pos] == ids
         out[known] = trained.item_vectors[pos[known]] @ q
-        return out
+        names, centroids = self._subcat_centroids(trained)
+        rows = self.state.indices(list(item_ids))
+        sub = np.array([names.get(self.state.subcategory[r], -1) if r >= 0 else -1 for r in rows])
+        sub_out[sub >= 0] = centroids[sub[sub >= 0]] @ q
+        return out, sub_out
+
+    def _subcat_centroids(self, trained) -> tuple[dict[str, int], np.ndarray]:
+        """Mean embedding per subcategory (cached): a denoised item vector, also for items with no interactions."""
+        if getattr(self, "_centroids", None) is None:
+            rows = self.state.indices(list(trained.item_ids))
+            subs = np.array([self.state.subcategory[r] if r >= 0 else None for r in rows], dtype=object)
+            names = {s: j for j, s in enumerate(sorted({s for s in subs if s is not None}))}
+            cent = np.zeros((len(names), trained.item_vectors.shape[1]), dtype=np.float32)
+            for s, j in names.items():
+                cent[j] = trained.item_vectors[subs == s].mean(axis=0)
+            self._centroids = (names, cent)
+        return self._centroids
 
     def score(self, request: Request, ids: np.ndarray, feats: dict[str, np.ndarray],
               use_ranker: bool = True) -> np.ndarray:
@@ -143,6 +175,19 @@ class Pipeline:
         stages.append("rerank")
         self.last_times = times
         return Ranking(tuple(out_ids), tuple(out_sc), tuple(stages), fallback, {"times": times.stages})
+
+    def index_new_items(self) -> int:
+        """Let retrievers that index items without refit (content) see items the state knows but they do not."""
+        content = self.retrievers.get("content")
+        if content is None or not hasattr(content, "add_items"):
+            return 0
+        st = self.state
+        cat = pl.DataFrame({"item_id": st.item_ids.tolist(), "category": st.category.tolist(),
+                            "subcategory": st.subcategory.tolist(), "seller_id": st.seller_id.tolist(),
+                            "brand": st.brand.tolist(), "title": st.title.tolist(), "price": st.price,
+                            "stock": st.stock, "restricted": st.restricted,
+                            "created_at": pl.Series(st.created_us).cast(pl.Datetime("us", "UTC"))})
+        return content.add_items(cat)
 
     def fallback_candidates(self, request: Request) -> list[str]:
         """Popular items of the request's likely categories, then globally popular (filtered later)."""

@@ -1,4 +1,4 @@
-"""Retriever kinds by name: construct, fit and load them without the caller knowing the classes."""
+"""Retriever kinds by name: construct and load them without the caller knowing the classes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,12 +13,11 @@ def retriever_class(kind: str) -> type[Retriever]:
         from recs.models.embedding.retriever import EmbeddingRetriever
 
         return EmbeddingRetriever
-    if kind not in KINDS:
-        raise ValueError(f"unknown retriever kind {kind!r}; choose from {', '.join(KINDS)}")
-    import importlib
+    from recs.models.retrievers import RETRIEVERS
 
-    module = importlib.import_module(f"recs.models.retrievers.{kind}")
-    return getattr(module, f"{kind.capitalize()}Retriever")
+    if kind not in RETRIEVERS:
+        raise ValueError(f"unknown retriever kind {kind!r}; choose from {', '.join(KINDS)}")
+    return RETRIEVERS[kind]
 
 
 def make_retriever(kind: str, config=None) -> Retriever:

@@ -49,7 +49,9 @@ class TrainConfig:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
-    embedding_epochs: int = 30
+    embedding_epochs: int = 25
+    embedding_lr: float = 0.01
+    embedding_dim: int = 32
 
     def __post_init__(self) -> None:
         if self.holdout_days < 0 or self.ranker_days < 1:
@@ -107,7 +109,9 @@ def fit_retrievers(data: TrainingData, cfg: TrainConfig, log: Progress) -> dict:
             from recs.models.embedding.retriever import RetrieverConfig
             from recs.models.embedding.recbole_train import EmbeddingConfig
 
-            config = RetrieverConfig(embedding=EmbeddingConfig(epochs=cfg.embedding_epochs, seed=cfg.seed))
+            config = RetrieverConfig(embedding=EmbeddingConfig(
+                epochs=cfg.embedding_epochs, learning_rate=cfg.embedding_lr, embedding_size=cfg.embedding_dim,
+                seed=cfg.seed))
         out[kind] = make_retriever(kind, config).fit(data)
         log(f"retriever {kind}: {time.perf_counter() - t0:.1f} s")
     return out

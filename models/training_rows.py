@@ -30,12 +30,13 @@ def retrieval_features_for(pipeline_like, request: Request, item_ids: list[str])
     idx = np.array([pos.get(i, -1) for i in item_ids])
     out = {}
     for name, v in feats.items():
-        if name == "emb_score":
+        if name in ("emb_score", "emb_subcat_score"):
             continue
         arr = np.full(len(item_ids), np.nan)
         arr[idx >= 0] = v[idx[idx >= 0]]
         out[name] = arr
-    out["emb_score"] = pipeline_like.embedding_scores(request, np.asarray(item_ids, dtype=object))
+    out["emb_score"], out["emb_subcat_score"] = pipeline_like.embedding_scores(request,
+                                                                               np.asarray(item_ids, dtype=object))
     return out
 
 

@@ -1,0 +1,151 @@
+"""`recs train all|retriever|ranker` and `recs evaluate`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from recs.cli.common import check_output_dir, console, fail, out, print_json
+
+train_app = typer.Typer(help="Train retrievers and the ranker.", no_args_is_help=True)
+
+
+def _dataset(path: Path) -> Path:
+    if not path.is_dir():
+        fail(f"{path}: dataset folder not found")
+    if not (path / "catalog.parquet").exists() and not (path / "catalog").is_dir():
+        fail(f"{path}: not a canonical dataset (no catalog table)")
+    return path
+
+
+@train_app.command("all")
+def train_all_cmd(
+    dataset: Path = typer.Option(..., "--dataset", help="Canonical dataset folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Model folder to write."),
+    holdout_days: int = typer.Option(1, "--holdout-days", help="Last days held out for `recs evaluate`."),
+    ranker_days: int = typer.Option(2, "--ranker-days", help="Days before the hold-out the ranker learns on."),
+    retrievers: str = typer.Option("popularity,covisit,content,embedding,suggest", "--retrievers"),
+    embedding_epochs: int = typer.Option(25, "--embedding-epochs"),
+    max_ranker_requests: int = typer.Option(6000, "--max-ranker-requests"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Labels, every retriever, then the LightGBM ranker: the one command a newcomer runs."""
+    from recs.models.train import TrainConfig, train_all
+
+    _dataset(dataset)
+    check_output_dir(out_dir, overwrite)
+    try:
+        cfg = TrainConfig(holdout_days=holdout_days, ranker_days=ranker_days,
+                          retrievers=tuple(r.strip() for r in retrievers.split(",") if r.strip()),
+                          embedding_epochs=embedding_epochs, max_ranker_requests=max_ranker_requests)
+        with console.status("training") as status:
+            meta = train_all(dataset, out_dir, cfg, overwrite=overwrite,
+                             log=lambda msg: (status.update(msg), console.log(msg)))
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        print_json(meta)
+        return
+    t = Table(title=f"model {meta['policy_id']}", show_header=False)
+    t.add_row("training window", f"{meta['training_window']['start']} .. {meta['training_window']['end']}")
+    t.add_row("hold-out", f"{meta['holdout']['start']} .. {meta['holdout']['end']}")
+    t.add_row("retrievers", ", ".join(meta["retrievers"]))
+    t.add_row("ranker valid NDCG@10", f"{meta['ranker']['valid_ndcg']:.4f}")
+    for stage, s in meta["stage_seconds"].items():
+        t.add_row(f"seconds: {stage}", f"{s:.1f}")
+    out.print(t)
+    out.print(f"written to [bold]{out_dir}[/]")
+
+
+@train_app.command("retriever")
+def train_retriever_cmd(
+    kind: str = typer.Option(..., "--kind", help="popularity | covisit | content | embedding | suggest"),
+    dataset: Path = typer.Option(..., "--dataset"),
+    out_dir: Path = typer.Option(..., "--out"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Fit one retriever on the whole dataset and save it."""
+    from recs.models.registry import KINDS, make_retriever
+    from recs.models.train import Tables
+
+    if kind not in KINDS:
+        fail(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _dataset(dataset)
+    check_output_dir(out_dir, overwrite)
+    tables = Tables.read(dataset)
+    end = tables.impressions["ts"].max()
+    from datetime import timedelta
+
+    with console.status(f"fitting {kind}"):
+        r = make_retriever(kind).fit(tables.before(end + timedelta(microseconds=1)))
+        r.save(out_dir)
+    out.print(f"{kind} retriever written to [bold]{out_dir}[/]")
+
+
+@train_app.command("ranker")
+def train_ranker_cmd(
+    dataset: Path = typer.Option(..., "--dataset"),
+    out_dir: Path = typer.Option(..., "--out"),
+    labels: Path = typer.Option(None, "--labels", help="Unused: labels are rebuilt point-in-time (see docs)."),
+    retrievers_dirs: list[Path] = typer.Option(None, "--retrievers"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """The ranker is trained together with its retrievers by `recs train all` (it needs their features)."""
+    fail("train the ranker with `recs train all` (it fits the retrievers the ranker's features come from, "
+         "on the days before the ranker window, so no label leaks into them)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Option(..., "--model", help="Model folder from `recs train all`."),
+        dataset: Path = typer.Option(..., "--dataset", help="The dataset (its hold-out period is evaluated)."),
+        k: int = typer.Option(10, "--k"),
+        max_requests: int = typer.Option(3000, "--max-requests"),
+        true_ctr_requests: int = typer.Option(2000, "--true-ctr-requests"),
+        out_file: Path = typer.Option(None, "--out", help="Write the JSON result here too."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Recall@K, NDCG@K, MRR, hit rate, coverage per segment; on simulated data the true CTR."""
+        from recs.datasets.io import atomic_write_json
+        from recs.scenarios.evaluate import EvaluateConfig, evaluate
+
+        if not (model / "model.json").is_file():
+            fail(f"{model}: not a trained model folder (no model.json)")
+        _dataset(dataset)
+        try:
+            cfg = EvaluateConfig(k=k, max_requests=max_requests, true_ctr_requests=true_ctr_requests)
+            with console.status("evaluating"):
+                res = evaluate(model, dataset, cfg)
+        except ValueError as e:
+            fail(str(e))
+        if out_file:
+            atomic_write_json(out_file, res)
+        if as_json:
+            print_json(res)
+            return
+        out.print(evaluate_table(res))
+
+    del evaluate_cmd
+
+
+def evaluate_table(res: dict) -> Table:
+    t = Table(title=f"hold-out metrics @ {res['k']}")
+    for c in ("segment / source", "n", "recall", "ndcg", "mrr", "hit rate"):
+        t.add_column(c)
+    rows = [("pipeline", res["segments"])] + [(k, v) for k, v in res.get("retrievers", {}).items()]
+    for name, segs in rows:
+        for seg, m in segs.items():
+            t.add_row(f"{name}: {seg}", str(m["n"]), f"{m['recall']:.4f}", f"{m['ndcg']:.4f}", f"{m['mrr']:.4f}",
+                      f"{m['hit_rate']:.4f}")
+    t.add_row("coverage", "", f"{res['coverage']:.4f}", "", "", "")
+    t.add_row("policy violations", "", str(res["policy_violations"]), "", "", "")
+    tc = res.get("true_ctr")
+    if tc:
+        t.add_row("true CTR pipeline / logging / oracle", "",
+                  f"{tc['pipeline']:.4f} / {tc['logging']:.4f} / {tc['oracle']:.4f}", "", "", "")
+    return t

@@ -1,0 +1,143 @@
+"""`recs evaluate`: a trained pipeline and each retriever alone on the time-based hold-out, per segment.
+
+On simulated data also the true expected click rate of the pipeline, the logging policy and the oracle
+(`sim.run_policy` on the same fresh requests).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recs.datasets.io import read_table
+from recs.datasets.online_state import OnlineState
+from recs.datasets.policy import Request
+from recs.datasets.requests import requests_from_logs
+from recs.evaluators.ranking import MetricAccumulator
+from recs.models.base import RetrievalQuery
+from recs.models.pipeline import Pipeline
+from recs.models.state_files import state_frames
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    k: int = 10
+    max_requests: int = 3_000
+    true_ctr_requests: int = 2_000
+    seed: int = 0
+    retrievers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.max_requests < 1 or self.true_ctr_requests < 0:
+            raise ValueError("k and max_requests must be >= 1, true_ctr_requests >= 0")
+
+
+def holdout_state(dataset: Path, as_of: datetime) -> OnlineState:
+    """Items, stock, prices and flags as at the end of the data, including items created in the hold-out."""
+    catalog = read_table(dataset, "catalog")
+    try:
+        sellers = read_table(dataset, "sellers")
+    except FileNotFoundError:
+        sellers = None
+    try:
+        events = read_table(dataset, "inventory_events")
+    except FileNotFoundError:
+        events = None
+    cat, sellers = state_frames(catalog, sellers, events, as_of)
+    return OnlineState(cat, sellers)
+
+
+def segments_of(req: Request, known_users: set[str]) -> list[str]:
+    segs = ["all", "anonymous" if req.user_id is None else "logged_in"]
+    if req.user_id is not None and req.user_id not in known_users:
+        segs.append("new_users")
+    segs.append(req.surface)
+    return segs
+
+
+def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfig(), log=lambda _: None) -> dict:
+    """Offline metrics on the hold-out after `model.json`'s training window, plus true CTR on simulated data."""
+    t_start = time.perf_counter()
+    meta = json.loads((Path(model_dir) / "model.json").read_text())
+    hold_start = datetime.fromisoformat(meta["holdout"]["start"])
+    imp = read_table(dataset, "impressions").filter(pl.col("ts") >= hold_start)
+    if imp.height == 0:
+        raise ValueError(f"{dataset}: no impressions after the training window ({hold_start.isoformat()})")
+    end = imp["ts"].max()
+    state = holdout_state(Path(dataset), end)
+    pipe = Pipeline.load(model_dir, state=state)
+    pipe.index_new_items()
+    clicked = imp.filter(pl.col("clicked"))
+    rel = {r: set(items) for r, items in clicked.group_by("request_id").agg(pl.col("item_id")).iter_rows()}
+    rids = sorted(rel)
+    rng = np.random.default_rng(cfg.seed)
+    if len(rids) > cfg.max_requests:
+        rids = sorted(rng.choice(rids, cfg.max_requests, replace=False).tolist())
+    inter = read_table(dataset, "interactions")
+    requests = requests_from_logs(imp.filter(pl.col("request_id").is_in(rids)), inter)
+    created = dict(zip(state.item_ids.tolist(), state.created_us.tolist()))
+    hold_us = int(hold_start.timestamp() * 1e6)
+    known_users = set(pipe.histories)
+    acc = MetricAccumulator(cfg.k)
+    per_retriever = {kind: MetricAccumulator(cfg.k) for kind in pipe.retrievers} if cfg.retrievers else {}
+    shown: set[str] = set()
+    violations = 0
+    for rid in rids:
+        req = requests[rid]
+        relevant = rel[rid]
+        segs = segments_of(req, known_users)
+        ranking = pipe.rank(req, cfg.k)
+        shown.update(ranking.item_ids)
+        violations += int((~state.is_eligible(list(ranking.item_ids), req.ts)).sum())
+        acc.add(segs, ranking.item_ids, relevant)
+        new_rel = {i for i in relevant if created.get(i, 0) >= hold_us}
+        acc.add(["new_items"], ranking.item_ids, new_rel)
+        q = RetrievalQuery(req, pipe.history(req.user_id), state)
+        for kind, r in pipe.retrievers.items():
+            c = r.retrieve(q, cfg.k)
+            per_retriever[kind].add(segs, list(c.item_ids), relevant)
+            per_retriever[kind].add(["new_items"], list(c.item_ids), new_rel)
+    eligible = int(state.eligible_mask(end).sum())
+    out = {
+        "kind": "evaluate", "k": cfg.k, "model": str(model_dir), "dataset": str(dataset),
+        "holdout": {"start": hold_start.isoformat(), "end": end.isoformat(), "requests_evaluated": len(rids)},
+        "segments": acc.result(), "coverage": len(shown) / max(eligible, 1), "policy_violations": violations,
+        "retrievers": {k: a.result() for k, a in per_retriever.items()},
+    }
+    if (Path(dataset) / "truth" / "config.json").is_file() and cfg.true_ctr_requests:
+        log("true click rates from the simulator's oracle")
+        out["true_ctr"], out["true_ctr_segments"] = true_ctr(model_dir, Path(dataset), cfg)
+    out["seconds"] = round(time.perf_counter() - t_start, 2)
+    return out
+
+
+def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict, dict]:
+    """True expected CTR of pipeline, logging and oracle policies on the same fresh requests, overall and by segment."""
+    from recs.sim import World, run_policy
+
+    world = World.load(dataset)
+    pipe = Pipeline.load(model_dir, state=world.state)
+    pipe.index_new_items()
+    reqs = world.sample_requests(cfg.true_ctr_requests, cfg.seed + 17)
+    policies = {"pipeline": pipe, "logging": world.logging_policy(), "oracle": world.oracle_policy()}
+    overall = {}
+    seg_out: dict[str, dict] = {}
+    segs = {"anonymous": [r for r in reqs if r.user_id is None], "logged_in": [r for r in reqs if r.user_id],
+            "home": [r for r in reqs if r.surface == "home"], "search": [r for r in reqs if r.surface == "search"]}
+    for name, pol in policies.items():
+        v = run_policy(pol, len(reqs), cfg.seed, world, requests=reqs)
+        overall[name] = v.ctr
+        overall[f"{name}_stderr"] = v.ctr_stderr
+        overall[f"{name}_purchase_rate"] = v.purchase_rate
+        overall[f"{name}_violations"] = v.violations
+        for seg, rs in segs.items():
+            if rs:
+                seg_out.setdefault(seg, {})[name] = run_policy(pol, len(rs), cfg.seed, world, requests=rs).ctr
+    overall["pipeline_vs_logging"] = overall["pipeline"] / overall["logging"]
+    overall["pipeline_vs_oracle"] = overall["pipeline"] / overall["oracle"]
+    return overall, seg_out
