@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(os.environ.get("RECS_BENCH_SERVE_DIR", "/tmp/recs_bench_serve"))
 RECS = str(Path(sys.executable).with_name("recs"))
 P99_BUDGET_MS = 120.0
-SWEEP = (100, 200, 300, 400, 600)
+SWEEP = (100, 200, 300, 400, 600, 800)
 
 
 def build(log=print) -> tuple[Path, Path]:

@@ -134,7 +134,7 @@ def abtest(
               f"per arm {s['units_per_arm']}")
     out.print(f"written {paths['units']} and {paths['truth']}; analyse with: recs abtest-analyze --data "
               f"{paths['units']} --unit unit_id --metrics clicks/impressions,revenue/requests "
-              "--pre-period-covariate auto --guardrails 'latency_ms<=+10%,error_rate<=+0.1pp'")
+              "--pre-period-covariate auto --guardrails 'latency_ms<=+10%'")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,8 +61,10 @@ class Clock:
         self.t_us = us(world.cfg.start)
         self.base_cfg = world.cfg
 
-    def step(self) -> None:
-        """Advance by one step: serve that step's traffic, then apply its sales, restocks and price changes."""
+    def step(self):
+        """Advance by one step: serve that step's traffic, then apply its sales, restocks and price changes.
+
+        Returns the step's `HourLog` (requests and impressions under the logging policy)."""
         w, f = self.world, self.step_s / 3600.0
         hour = int((self.t_us // HOUR_US) % 24)
         n_req = max(1, int(round(self.base_cfg.requests_per_day * DIURNAL[hour] * f * self.demand)))
@@ -77,6 +79,7 @@ class Clock:
         self.events.take()  # scenarios read the state directly; drop the event log
         self.t_us += self.step_s * 1_000_000
         w.now = from_us(self.t_us)
+        return log
 
     def advance_to(self, t_us: int, on_step=None) -> None:
         while self.t_us < t_us:

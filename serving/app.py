@@ -16,9 +16,10 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
+from urllib.parse import parse_qsl
 
-from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import Body, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,19 +91,28 @@ def _error(status: int, msg: str, detail: Any = None) -> JSONResponse:
 
 
 class InFlight:
-    """ASGI middleware: counts HTTP requests in flight and stamps their arrival (`scope['state']['t_in']`)."""
+    """ASGI middleware: counts HTTP requests in flight, stamps their arrival (`scope['state']['t_in']`) and, when
+    the server is overloaded, answers well-formed GET requests from the shed path before any routing."""
 
-    def __init__(self, app, runtime: Runtime) -> None:
-        self.app, self.runtime = app, runtime
+    def __init__(self, app, runtime: Runtime, fast: Callable[[dict, float], bytes | None] | None = None) -> None:
+        self.app, self.runtime, self.fast = app, runtime, fast
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["t_in"] = time.perf_counter()
+        t_in = time.perf_counter()
+        scope.setdefault("state", {})["t_in"] = t_in
         self.runtime.in_flight += 1
         try:
             await asyncio.sleep(0)  # let requests that arrived together all register before any computes
+            body = self.fast(scope, t_in) if self.fast is not None else None
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
             await self.app(scope, receive, send)
         finally:
             self.runtime.in_flight -= 1
@@ -139,7 +149,33 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
 
     app = FastAPI(title="recs reference server", version="1", description=__doc__, lifespan=lifespan)
     app.state.runtime = runtime
-    app.add_middleware(InFlight, runtime=runtime)
+    def fast_shed(scope: dict, t_in: float) -> bytes | None:
+        """Overloaded: answer a valid GET /v1/* with the filtered popular list, skipping routing and validation."""
+        surface = _ENDPOINTS.get(scope["path"])
+        if surface is None or scope["method"] != "GET" or not runtime.overloaded(time.perf_counter() - t_in):
+            return None
+        try:
+            qp = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True, strict_parsing=True))
+            k = int(qp.get("k", 5 if surface == SEARCH else 10))
+        except ValueError:
+            return None
+        allowed = SEARCH_PARAMS if surface == SEARCH else HOME_PARAMS
+        if not 1 <= k <= cfg.max_k or not qp.keys() <= allowed or (surface == SEARCH and "q" not in qp):
+            return None  # let the normal path produce the 422
+        wall = time.time()
+        res, version = runtime.shed(surface, k)
+        lat = time.perf_counter() - t_in
+        body = {"items": [{"item_id": i, "score": s} for i, s in zip(res.item_ids, res.scores)],
+                "bundle_version": version, "stages": ["shed", *res.stages], "fallback": True,
+                "latency_ms": round(lat * 1000, 3)}
+        if surface == SEARCH:
+            body["completions"] = []
+        m.request_seconds.observe(lat, surface)
+        m.requests.inc(surface, "200")
+        audit.write(wall, surface, res.item_ids, version)
+        return json.dumps(body).encode()
+
+    app.add_middleware(InFlight, runtime=runtime, fast=fast_shed)
     m.extra = [
         Gauge("recs_in_flight", "Requests in flight", (), lambda: {(): runtime.in_flight}),
         Gauge("recs_cache_hit_ratio", "Cache hits / lookups since start", ("cache",),
@@ -189,27 +225,71 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         res, version = rt.recommend(req, k, waited)
         return _respond(request, surface, res, version, t_start, wall)
 
-    @app.get("/v1/recommendations", response_model=RecsResponse, tags=["serving"])
-    async def recommendations(
-        request: Request,
-        user_id: str | None = Query(None, min_length=1, max_length=cfg.max_id_chars),
-        session_id: str | None = Query(None, min_length=1, max_length=cfg.max_id_chars),
-        k: int = Query(10, ge=1, le=cfg.max_k),
-    ) -> Response:
-        """Home-page recommendations for a user (or an anonymous session)."""
-        _check_params(request, HOME_PARAMS)
+    def _params(request: Request, allowed: frozenset[str], need_q: bool) -> tuple | JSONResponse:
+        """Hand-rolled query validation (FastAPI's per-request model solving cost more than the cache hit)."""
+        qp = request.query_params
+        for name in qp.keys():
+            if name not in allowed:
+                return _invalid_param(request, name, "unknown query parameter")
+        vals = {}
+        for name in ("user_id", "session_id"):
+            v = qp.get(name)
+            if v is not None and not 1 <= len(v) <= cfg.max_id_chars:
+                return _invalid_param(request, name, f"length must be 1..{cfg.max_id_chars}")
+            vals[name] = v
+        raw_k = qp.get("k")
+        k = 5 if need_q else 10
+        if raw_k is not None:
+            try:
+                k = int(raw_k)
+            except ValueError:
+                return _invalid_param(request, "k", "Input should be a valid integer")
+            if not 1 <= k <= cfg.max_k:
+                return _invalid_param(request, "k", f"Input should be between 1 and {cfg.max_k}")
+        q = qp.get("q")
+        if need_q:
+            if q is None:
+                return _invalid_param(request, "q", "Field required")
+            if len(q) > cfg.max_query_chars:
+                return _invalid_param(request, "q", f"String should have at most {cfg.max_query_chars} characters")
+        return vals["user_id"], vals["session_id"], q, k
+
+    def _invalid_param(request: Request, name: str, msg: str) -> JSONResponse:
+        m.requests.inc(_ENDPOINTS.get(request.url.path, request.url.path), "422")
+        return _error(422, f"query.{name}: {msg}", [{"loc": ["query", name], "msg": msg}])
+
+    def _doc_params(need_q: bool, default_k: int) -> dict:
+        ids = {"type": "string", "minLength": 1, "maxLength": cfg.max_id_chars}
+        ps = [{"name": "user_id", "in": "query", "required": False, "schema": ids,
+               "description": "Logged-in user; omit for anonymous traffic"},
+              {"name": "session_id", "in": "query", "required": False, "schema": ids,
+               "description": "Session whose /v1/events personalise the answer"},
+              {"name": "k", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 1, "maximum": cfg.max_k, "default": default_k}}]
+        if need_q:
+            ps.insert(0, {"name": "q", "in": "query", "required": True,
+                          "schema": {"type": "string", "maxLength": cfg.max_query_chars},
+                          "description": "Typed prefix"})
+        return {"parameters": ps, "responses": {"422": {"description": "Invalid or unknown query parameter"}}}
+
+    @app.get("/v1/recommendations", response_model=RecsResponse, tags=["serving"],
+             openapi_extra=_doc_params(False, 10))
+    async def recommendations(request: Request) -> Response:
+        """Home-page recommendations for a user (or an anonymous session). Unknown parameters: 422."""
+        p = _params(request, HOME_PARAMS, False)
+        if isinstance(p, JSONResponse):
+            return p
+        user_id, session_id, _, k = p
         return _serve(request, HOME, user_id, session_id, None, k)
 
-    @app.get("/v1/suggestions", response_model=SuggestResponse, tags=["serving"])
-    async def suggestions(
-        request: Request,
-        q: str = Query(..., max_length=cfg.max_query_chars),
-        user_id: str | None = Query(None, min_length=1, max_length=cfg.max_id_chars),
-        session_id: str | None = Query(None, min_length=1, max_length=cfg.max_id_chars),
-        k: int = Query(5, ge=1, le=cfg.max_k),
-    ) -> Response:
-        """Search-bar query completions and product suggestions for a typed prefix."""
-        _check_params(request, SEARCH_PARAMS)
+    @app.get("/v1/suggestions", response_model=SuggestResponse, tags=["serving"],
+             openapi_extra=_doc_params(True, 5))
+    async def suggestions(request: Request) -> Response:
+        """Search-bar query completions and product suggestions for a typed prefix. Unknown parameters: 422."""
+        p = _params(request, SEARCH_PARAMS, True)
+        if isinstance(p, JSONResponse):
+            return p
+        user_id, session_id, q, k = p
         return _serve(request, SEARCH, user_id, session_id, q, k)
 
     @app.post("/v1/events", tags=["online state"])

@@ -132,6 +132,7 @@ class Runtime:
         self.inventory_log: deque[tuple[str, str, float, datetime | None, dict | None]] = deque(
             maxlen=cfg.inventory_log)
         self.inventory_dropped = 0
+        self._shed_cache: dict[tuple[str, int], tuple[Served, int, float, Result]] = {}
 
     # ---- request path ------------------------------------------------------------------------------------------
     def build_request(self, served: Served, surface: str, user_id: str | None, session_id: str | None,
@@ -158,8 +159,7 @@ class Runtime:
         served = self.current
         m = self.metrics
         cfg = self.cfg
-        shed = self.in_flight > cfg.shed_in_flight or waited_s * 1000 > cfg.shed_queue_ms
-        if shed:
+        if self.overloaded(waited_s):
             res = self._fallback(served, req, k, "shed")
             m.fallbacks.inc(req.surface, "shed")
             return res, served.version
@@ -179,6 +179,28 @@ class Runtime:
             m.fallbacks.inc(req.surface, res.reason)
         elif key is not None:
             served.caches[req.surface].put(key, served.state.version, res)
+        return res, served.version
+
+    def overloaded(self, waited_s: float) -> bool:
+        """The load-shedding rule: too many requests in flight, or this one already queued too long."""
+        return self.in_flight > self.cfg.shed_in_flight or waited_s * 1000 > self.cfg.shed_queue_ms
+
+    def shed(self, surface: str, k: int) -> tuple[Result, str]:
+        """The cheapest answer: the global popular list through the policy filters, cached per state version for
+        at most a second and re-filtered on every use (eligibility also depends on the time)."""
+        served = self.current
+        key = (surface, k)
+        ent = self._shed_cache.get(key)
+        now = time.monotonic()
+        ts = datetime.now(timezone.utc)
+        if (ent is not None and ent[0] is served and ent[1] == served.state.version and now < ent[2]
+                and policy_filter(ent[3].item_ids, served.state, ts).all()):
+            res = ent[3]
+        else:
+            req = Request("shed", ts, surface, None, "", None, ())
+            res = self._fallback(served, req, k, "shed")
+            self._shed_cache[key] = (served, served.state.version, now + 1.0, res)
+        self.metrics.fallbacks.inc(surface, "shed")
         return res, served.version
 
     def _from_cache(self, served: Served, req: Request, k: int, hit: Result) -> Result | None:

@@ -36,12 +36,14 @@ def p_cart_given_click(quality: np.ndarray, rel_price: np.ndarray, price_sens: n
 
 
 def conversion_delay_seconds(n: int, cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
-    """Delay from click to purchase: log-normal (median `delay_median_hours`, heavy right tail into days)."""
+    """Delay from add-to-cart to purchase: log-normal (median `delay_median_hours`, heavy tail into days).
+
+    The click comes 1-29 s after the impression and the add-to-cart an exponential ~3 min after the click."""
     return np.exp(np.log(cfg.delay_median_hours * 3600.0) + cfg.delay_sigma * rng.standard_normal(n))
 
 
 def delay_cdf(seconds: np.ndarray, cfg: SimConfig) -> np.ndarray:
-    """True P(delay <= seconds) of the conversion delay (for checking label corrections)."""
+    """True P(cart-to-purchase delay <= seconds) (for checking label corrections)."""
     from scipy.stats import norm
 
     s = np.maximum(np.asarray(seconds, dtype=float), 1e-9)

@@ -79,7 +79,7 @@ def _frames(world: World, log: dict[str, np.ndarray], end_us: int, rng: np.rando
     t_click = ts_imp + rng.integers(1, 30, len(ts_imp)) * 10**6
     t_cart = t_click + (rng.exponential(180.0, len(ts_imp)) * 1e6).astype(np.int64)
     t_buy = t_cart + (choice.conversion_delay_seconds(len(ts_imp), cfg, rng) * 1e6).astype(np.int64)
-    price = world.state.price[item]
+    price = log["imp_price"].astype(np.float64)
     base = impressions.select("request_id", "user_id", "session_id", "item_id", "position")
     parts = []
     for kind, mask, tcol in (("click", click, t_click), ("add_to_cart", cart, t_cart), ("purchase", buy, t_buy)):

@@ -7,7 +7,9 @@ greedy list L (pool in score order). A slate of k is then drawn from a three-way
   with prob e_uni:  a uniformly random ordered k-subset of all eligible items of the request (its population).
 The marginal probability of item i at position p is therefore exactly
   P(i at p) = e0 * [L_p = i] + e_pool * [i in pool] / n_pool + e_uni * [i in population] / n_pop
-(each term only for positions the mode can fill), and every eligible item has non-zero probability at every slot.
+(each term only for positions the mode can fill), and every item of the request's population has non-zero
+probability at every slot. The population is every eligible item on the home page, and the eligible items of
+the (at most four) subcategories matching the typed prefix on the search bar.
 """
 from __future__ import annotations
 

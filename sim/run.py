@@ -31,7 +31,9 @@ def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list
     """The policy's true value on `n_requests` fresh requests (same seed, same requests for every policy)."""
     if n_requests <= 0:
         raise ValueError("n_requests must be positive")
-    requests = requests or world.sample_requests(n_requests, seed)
+    requests = world.sample_requests(n_requests, seed) if requests is None else requests
+    if not requests:
+        raise ValueError("no requests to run the policy on")
     clicks = np.zeros(len(requests))
     shown = np.zeros(len(requests))
     buys = np.zeros(len(requests))
@@ -42,13 +44,11 @@ def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list
         r = world.expected_reward(req, ranking.item_ids)
         clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
         violations += r.violations
-    ctr_req = np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
     total_shown = max(shown.sum(), 1.0)
     ctr = clicks.sum() / total_shown
     # ratio estimator's standard error across requests (delta method)
     resid = clicks - ctr * shown
     se = float(np.sqrt((resid ** 2).sum()) / total_shown)
-    del ctr_req
     return PolicyValue(float(ctr), se, float(clicks.mean()), float(buys.sum() / total_shown), float(rev.mean()),
                        len(requests), violations, float((shown == 0).mean()))
 

@@ -33,6 +33,7 @@ class HourLog:
     imp_buy: list = field(default_factory=list)
     imp_p_click: list = field(default_factory=list)
     imp_p_buy: list = field(default_factory=list)
+    imp_price: list = field(default_factory=list)    # live price when shown (what a purchase pays)
     sold: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -70,8 +71,8 @@ def simulate_hour(world, core: LoggingCore, t0_us: int, n_requests: int, counter
     for r in range(int(length.max())):
         act = np.flatnonzero(length > r)
         R = len(act)
-        if r:
-            ts[act] += rng.integers(30, 300, R) * 10**6
+        if r:  # sessions stay within their hour: eligibility is evaluated per hour (docs/SIM.md)
+            ts[act] = np.minimum(ts[act] + rng.integers(30, 300, R) * 10**6, t0_us + 3_600 * 10**6 - 1)
         search = rng.random(R) < cfg.search_share
         intent = np.full(R, -1)
         prefixes: list[str | None] = [None] * R
@@ -123,6 +124,7 @@ def simulate_hour(world, core: LoggingCore, t0_us: int, n_requests: int, counter
         log.imp_cart.append(cart[rr, pp])
         log.imp_buy.append(buy[rr, pp])
         log.imp_p_click.append(p_click[rr, pp])
+        log.imp_price.append(world.state.price[slates[rr, pp]])
         log.imp_p_buy.append((p_click * p_cart * cfg.purchase_given_cart * (world.state.stock[safe] > 0))[rr, pp])
     log.sold = sold
     return log

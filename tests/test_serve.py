@@ -70,6 +70,8 @@ def test_openapi_health_ready_metrics(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/recommendations", "/v1/suggestions", "/v1/events", "/v1/inventory", "/admin/reload"} <= set(
         spec["paths"])
+    params = {p["name"]: p for p in spec["paths"]["/v1/suggestions"]["get"]["parameters"]}
+    assert params["q"]["required"] is True and params["k"]["schema"]["maximum"] == 100
     assert client.get("/healthz").json() == {"ok": True}
     assert client.get("/readyz").json()["ready"] is True
     client.get("/v1/recommendations", params={"session_id": "m"})
@@ -204,8 +206,13 @@ def test_retrieval_exception_and_shedding_serve_filtered_popular(built):
         rt.cfg.shed_in_flight = 1
         rt.in_flight = 5  # pretend we are overloaded
         r = c.get("/v1/recommendations", params={"session_id": "x", "k": 10}).json()
-        assert r["fallback"] is True and top not in _ids_list(r)
-        assert rt.metrics.fallbacks.get("home", "shed") >= 1
+        assert r["fallback"] is True and r["stages"][0] == "shed" and top not in _ids_list(r)
+        assert len(r["items"]) == 10 and rt.metrics.fallbacks.get("home", "shed") >= 1
+        second = rt.current.pipeline.fallback["__global__"][1]
+        c.post("/v1/inventory", json={"kind": "restricted", "item_id": second, "value": 1})
+        r = c.get("/v1/suggestions", params={"q": "a", "k": 10}).json()
+        assert r["stages"][0] == "shed" and second not in _ids_list(r) and r["completions"] == []
+        assert c.get("/v1/recommendations", params={"k": 0}).status_code == 422   # still validated
 
 
 def test_deadline_skips_ranker(built):

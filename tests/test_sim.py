@@ -158,13 +158,19 @@ def test_inventory_dynamics(dataset):
 
 
 def test_logging_policy_never_shows_ineligible_items(dataset):
-    """Every shown item was in stock, unrestricted, live and not from a blocked seller at its hour."""
+    """Every shown item was in stock, unrestricted, live and not from a blocked seller at its hour's start."""
     imp = read_table(dataset, "impressions").select("ts", "item_id")
     cat = read_table(dataset, "catalog").select("item_id", "created_at", "seller_id")
     sellers = read_table(dataset, "sellers")
     j = imp.join(cat, on="item_id").join(sellers, on="seller_id")
     assert j.filter(pl.col("created_at") > pl.col("ts").dt.truncate("1h")).height == 0
     assert j.filter(pl.col("blocked_from") <= pl.col("ts").dt.truncate("1h")).height == 0
+    from recs.datasets.point_in_time import attributes_as_of
+
+    hours = imp.select("item_id", pl.col("ts").dt.truncate("1h").alias("ts")).unique()
+    pit = attributes_as_of(hours, read_table(dataset, "catalog"), read_table(dataset, "inventory_events"))
+    assert pit.filter(pl.col("stock_at_ts") <= 0).height == 0
+    assert pit.filter(pl.col("restricted_at_ts")).height == 0
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path):
