@@ -332,10 +332,11 @@ def _guardrail(r: MetricResult, g: Guardrail, cfg: AnalyzeConfig, looks: _Looks)
     else:
         q = float(stats.norm.isf(cfg.alpha))
         how = f"one-sided {1 - cfg.alpha:.0%} bound"
-    bound = est + q * se if upper else est - q * se
+    spread = q * se if se > 0 else 0.0  # a metric constant in both arms has no sampling error
+    bound = est + spread if upper else est - spread
     passed = bool(bound <= g.margin) if upper else bool(bound >= g.margin)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (g.margin - est) / se if upper else (est - g.margin) / se
+    gap = (g.margin - est) if upper else (est - g.margin)
+    z = gap / se if se > 0 else (math.inf if gap > 0 else (0.0 if gap == 0 else -math.inf))
     r.p_value = float(stats.norm.sf(z))  # fixed-horizon non-inferiority p-value (the decision uses `bound`)
     r.margin = g.text
     r.bound = float(bound)
