@@ -111,7 +111,8 @@ def main() -> None:
                              str(port), "--workers", "1", "--audit-log", str(audit)], env=env)
     try:
         _wait_ready(url, proc)
-        print(f"server ready after {time.perf_counter() - t:.1f} s (verify + load of the 100K-item bundle)")
+        print(f"server ready after {time.perf_counter() - t:.1f} s (verify + load of the 100K-item bundle); "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         runs = {}
         for rate in SWEEP:
             runs[rate] = _loadtest(url, rate, 10, ROOT / f"lt_{rate}.json")
@@ -145,6 +146,7 @@ def main() -> None:
         print("2x: " + _row(r2))
         print(f"inventory updates sent during the 2x run: {len(sent)}")
         print(_audit_check(audit, sent))
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

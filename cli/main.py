@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "recs.cli.serve_cmd",
     "recs.cli.gate_cmd",
     "recs.cli.simulate_cmd",
+    "recs.cli.demo_cmd",
 ]
 
 

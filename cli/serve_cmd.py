@@ -12,7 +12,7 @@ import typer
 from recs.cli.common import console, fail
 
 
-def _loopback_or_any(host: str) -> None:
+def _check_host(host: str) -> None:
     if not host or any(c.isspace() for c in host):
         fail(f"--host {host!r}: not a host name or address")
 
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         from recs.serving.app import create_app
         from recs.serving.runtime import Runtime, ServeConfig, load_served
 
-        _loopback_or_any(host)
+        _check_host(host)
         if not 0 < port < 65536:
             fail(f"--port {port}: must be in 1..65535")
         if not 1 <= workers <= 64:

@@ -170,5 +170,41 @@ def drift(
     _finish(result, "drift", out_dir, as_json, t, drift_report)
 
 
+@simulate_app.command("cold-start")
+def cold_start(
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A simulated dataset (default: simulate one)."),
+    days: int = typer.Option(7, "--days", help="Days to simulate (when no --dataset)."),
+    requests_per_day: int = typer.Option(2000, "--requests-per-day"),
+    k: int = typer.Option(10, "--k", help="Cut-off K of Recall@K / NDCG@K and the slate size offline."),
+    requests: int = typer.Option(300, "--requests", help="Fresh requests per segment for the true CTR."),
+    explore: float = typer.Option(0.1, "--explore", help="Share of requests whose last slot explores a new item."),
+    users: int = typer.Option(400, "--users"), items: int = typer.Option(1500, "--items"),
+    seed: int = typer.Option(1, "--seed"),
+    out_dir: Optional[Path] = OUT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Recall/NDCG per retriever and segment on held-out clicks; true CTR with and without mitigations."""
+    from recs.scenarios.cold_start import ColdStartConfig, cold_start_report, run_cold_start
+
+    if dataset is not None and not (dataset / "truth" / "config.json").is_file():
+        fail(f"{dataset}: not a simulated dataset (no truth/config.json)")
+    if days <= 0 or requests_per_day <= 0:
+        fail("--days and --requests-per-day must be positive")
+    sim = _sim(users, items, seed, days=days, requests_per_day=requests_per_day)
+    cfg = _make(ColdStartConfig, sim=sim, dataset=dataset, k=k, n_requests=requests, explore=explore, seed=seed)
+    try:
+        result = run_cold_start(cfg, progress=_progress(as_json))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    t = Table(title=f"cold start: true CTR per segment ({result['new_items']} new items after "
+                    f"{result['cutoff']})", title_justify="left")
+    for c in ("segment", "variant", "true CTR", "± se", "purchase rate", "new-item slots", "explore cost"):
+        t.add_column(c, justify="left" if c in ("segment", "variant") else "right")
+    for r in result["online"]:
+        cost = r.get("explore_cost")
+        t.add_row(r["segment"], r["variant"], f"{r['true_ctr']:.4f}", f"{r['ctr_stderr']:.4f}",
+                  f"{r['purchase_rate']:.4f}", _pct(r["new_item_slot_share"]), "-" if cost is None else _pct(cost))
+    _finish(result, "cold_start", out_dir, as_json, t, cold_start_report)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(simulate_app, name="simulate")

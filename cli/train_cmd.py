@@ -132,6 +132,36 @@ def register(app: typer.Typer) -> None:
 
     del evaluate_cmd
 
+    @app.command("skew-check")
+    def skew_cmd(
+        dataset: Path = typer.Option(..., "--dataset"),
+        requests: int = typer.Option(200, "--requests", help="Logged requests to compare."),
+        out_file: Path = typer.Option(None, "--out", help="Write the JSON result here too."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Training-serving skew: offline and online feature values for logged requests must be identical."""
+        from recs.datasets.io import atomic_write_json
+        from recs.features.skew import skew_check_dataset
+
+        _dataset(dataset)
+        if requests < 1:
+            fail(f"--requests must be >= 1, got {requests}")
+        try:
+            res = skew_check_dataset(dataset, requests)
+        except ValueError as e:
+            fail(str(e))
+        if out_file:
+            atomic_write_json(out_file, res)
+        if as_json:
+            print_json(res)
+        else:
+            out.print(f"{res['rows']:,} rows of {res['requests']} requests: [bold]{res['mismatches']}[/] mismatches "
+                      f"{res['mismatches_by_feature'] or ''}")
+        if res["mismatches"]:
+            raise typer.Exit(1)
+
+    del skew_cmd
+
 
 def evaluate_table(res: dict) -> Table:
     t = Table(title=f"hold-out metrics @ {res['k']}")

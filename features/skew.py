@@ -60,3 +60,36 @@ def _take(inp, mask: np.ndarray):
         "user_ids", "is_search", "prefix")}, request_of_row=np.zeros(len(idx), dtype=np.int64),
         session_items=[inp.session_items[reqs[0]]] if len(idx) else [()],
         retrieval={k: v[idx] for k, v in inp.retrieval.items()})
+
+
+def skew_check_dataset(dataset, n_requests: int = 200, seed: int = 0) -> dict:
+    """`skew_check` on `n_requests` logged requests of a canonical dataset (after its first day)."""
+    from datetime import timedelta
+
+    from recs.datasets.io import read_table
+    from recs.datasets.requests import requests_from_logs
+    from recs.features.snapshot import Vocab, build_snapshot
+
+    imp = read_table(dataset, "impressions")
+    inter = read_table(dataset, "interactions")
+    catalog = read_table(dataset, "catalog")
+    events = read_table(dataset, "inventory_events")
+    sellers = read_table(dataset, "sellers")
+    first_day = imp["ts"].min().replace(hour=0, minute=0, second=0, microsecond=0)
+    later = imp.filter(pl.col("ts") >= first_day + timedelta(days=1))
+    pool = later["request_id"].unique().sort().to_numpy()
+    if len(pool) == 0:
+        raise ValueError(f"{dataset}: needs more than one day of impressions")
+    rids = np.random.default_rng(seed).choice(pool, min(n_requests, len(pool)), replace=False).tolist()
+    rows = later.filter(pl.col("request_id").is_in(rids)).select("request_id", "item_id")
+    requests = requests_from_logs(imp.filter(pl.col("request_id").is_in(rids)), inter)
+    vocab = Vocab.from_catalog(catalog)
+    cache: dict = {}
+
+    def snapshot_for(ts):
+        d = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        if d not in cache:
+            cache[d] = build_snapshot(catalog, inter, imp, events, d, vocab)
+        return cache[d]
+
+    return skew_check(rows, requests, catalog, sellers, events, snapshot_for)

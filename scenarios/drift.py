@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from recs.evaluators.drift import DriftConfig, MonitorConfig, monitor_windows
-from recs.scenarios.common import Clock, small_sim, us
+from recs.scenarios.common import Clock, small_sim
 from recs.sim import SimConfig, World
 
 KINDS = ("preference", "price")
@@ -107,7 +107,6 @@ def simulate_days(cfg: DriftScenarioConfig, seed: int, drift: bool) -> pl.DataFr
     world = World.build(cfg.sim.with_(seed=seed))
     clock = Clock(world, 3600, seed)
     rng = np.random.default_rng([seed, 97])
-    start = us(cfg.sim.start)
     parts = []
     for h in range(cfg.sim.days * 24):
         if drift and h == cfg.onset_day * 24:
@@ -115,7 +114,6 @@ def simulate_days(cfg: DriftScenarioConfig, seed: int, drift: bool) -> pl.DataFr
         f = _frame(world, clock.step(), h // 24)
         if f.height:
             parts.append(f)
-    del start
     return pl.concat(parts)
 
 

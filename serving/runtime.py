@@ -132,6 +132,7 @@ class Runtime:
         self.inventory_log: deque[tuple[str, str, float, datetime | None, dict | None]] = deque(
             maxlen=cfg.inventory_log)
         self.inventory_dropped = 0
+        self.service_ewma_s = 0.0   # recent full-path service time (exponentially weighted, alpha 0.05)
         self._shed_cache: dict[tuple[str, int], tuple[Served, int, float, Result]] = {}
 
     # ---- request path ------------------------------------------------------------------------------------------
@@ -174,7 +175,9 @@ class Runtime:
                     m.cache.inc(req.surface, "hit")
                     return res, served.version
             m.cache.inc(req.surface, "miss")
+        t_full = time.perf_counter()
         res = self._full_path(served, req, k)
+        self.service_ewma_s += 0.05 * (time.perf_counter() - t_full - self.service_ewma_s)
         if res.reason:
             m.fallbacks.inc(req.surface, res.reason)
         elif key is not None:
@@ -182,8 +185,12 @@ class Runtime:
         return res, served.version
 
     def overloaded(self, waited_s: float) -> bool:
-        """The load-shedding rule: too many requests in flight, or this one already queued too long."""
-        return self.in_flight > self.cfg.shed_in_flight or waited_s * 1000 > self.cfg.shed_queue_ms
+        """The load-shedding rule: too many requests in flight, this one already queued longer than
+        `shed_queue_ms`, or the requests ahead of it would take longer than the deadline at the recent full-path
+        service time."""
+        cfg = self.cfg
+        return (self.in_flight > cfg.shed_in_flight or waited_s * 1000 > cfg.shed_queue_ms
+                or (self.in_flight - 1) * self.service_ewma_s * 1000 > cfg.deadline_ms)
 
     def shed(self, surface: str, k: int) -> tuple[Result, str]:
         """The cheapest answer: the global popular list through the policy filters, cached per state version for

@@ -213,6 +213,10 @@ def test_retrieval_exception_and_shedding_serve_filtered_popular(built):
         r = c.get("/v1/suggestions", params={"q": "a", "k": 10}).json()
         assert r["stages"][0] == "shed" and second not in _ids_list(r) and r["completions"] == []
         assert c.get("/v1/recommendations", params={"k": 0}).status_code == 422   # still validated
+        rt.cfg.shed_in_flight, rt.in_flight = 64, 0
+        assert not rt.overloaded(0.0)
+        rt.in_flight, rt.service_ewma_s = 3, 6.0   # two requests ahead at 6 s each: past the 10 s deadline
+        assert rt.overloaded(0.0)
 
 
 def test_deadline_skips_ranker(built):
