@@ -116,3 +116,21 @@ def test_no_filtered_item_ever_comes_out(args):
     out, _ = rerank(ids, scores, s, T0 + timedelta(days=1), k, RerankConfig(max_per_category=cap))
     assert len(out) == len(set(out)) <= k
     assert all(s.is_eligible([i], T0 + timedelta(days=1))[0] for i in out)
+
+
+def test_ci_gates(trained, tmp_path):
+    """CI's own gates on the small simulated pipeline; a model that ranks at random fails them."""
+    from recs.datasets.io import atomic_write_json
+    from recs.features.skew import skew_check_dataset
+
+    ds, model, _ = trained
+    runs = tmp_path / "runs"
+    atomic_write_json(runs / "evaluate.json", evaluate(model, ds, EvaluateConfig(max_requests=400,
+                                                                                true_ctr_requests=600)))
+    atomic_write_json(runs / "skew.json", skew_check_dataset(ds, 50))
+    r = CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)])
+    assert r.exit_code == 0, r.output
+    worse = json.loads((runs / "evaluate.json").read_text())
+    worse["true_ctr"]["pipeline_vs_logging"] = 0.25  # a uniform-random ranker: true CTR ~0.05 vs logging ~0.21
+    atomic_write_json(runs / "evaluate.json", worse)
+    assert CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)]).exit_code == 1
