@@ -47,6 +47,11 @@ class LoggingCore:
         self.e_pool, self.e_uni = cfg.epsilon_pool, cfg.epsilon_uniform
         self.e0 = 1.0 - self.e_pool - self.e_uni
         self.pop_order = np.argsort(-world.subcat_popularity, kind="stable")
+        rank_of = np.empty_like(self.pop_order)
+        rank_of[self.pop_order] = np.arange(len(self.pop_order))
+        # per typed prefix: the matching subcategories, most popular first, at most SUBCATS_PER_REQUEST
+        self.prefix_top = {p: subs[np.argsort(rank_of[subs], kind="stable")][:SUBCATS_PER_REQUEST]
+                           for p, subs in world.prefix_subcats.items()}
 
     def candidate_lists(self, elig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-T eligible items per subcategory by prior (n_sub, T), -1 padded; and eligible counts per subcat."""
@@ -84,11 +89,9 @@ class LoggingCore:
             top = np.argsort(-aff, axis=1, kind="stable")[:, :S]
             top[cold] = self.pop_order[:S]
             out[home] = top
-        rank_of = np.empty_like(self.pop_order)
-        rank_of[self.pop_order] = np.arange(len(self.pop_order))
+        empty = np.array([], dtype=np.int64)
         for r in np.flatnonzero(~home):
-            subs = self.w.prefix_subcats.get(prefixes[r], np.array([], dtype=np.int64))
-            subs = subs[np.argsort(rank_of[subs], kind="stable")][:S]
+            subs = self.prefix_top.get(prefixes[r], empty)
             out[r, : len(subs)] = subs
         return out
 
