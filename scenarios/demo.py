@@ -87,18 +87,16 @@ class Demo:
                 "skew-check", ["skew-check", "--dataset", str(ds), "--json"], r / "skew.json")),
             ("counterfactual replay of the pipeline on hold-out logs", self._replay),
             ("failure modes: stale inventory", lambda: self.run_cmd(
-                "simulate stale-inventory", ["simulate", "stale-inventory", "--out", str(r), "--json"],
-                r / "stale_inventory_stdout.json")),
+                "simulate stale-inventory", ["simulate", "stale-inventory", "--out", str(r)])),
             ("failure modes: delayed feedback", lambda: self.run_cmd(
-                "simulate delayed-feedback", ["simulate", "delayed-feedback", "--out", str(r), "--json"],
-                r / "delayed_feedback_stdout.json")),
+                "simulate delayed-feedback", ["simulate", "delayed-feedback", "--out", str(r)])),
             ("failure modes: drift", lambda: self.run_cmd(
-                "simulate drift", ["simulate", "drift", "--out", str(r), "--json"], r / "drift_stdout.json")),
+                "simulate drift", ["simulate", "drift", "--out", str(r)])),
             ("sign and verify a bundle", self._bundle),
             ("serve the bundle and load-test it", self._serve_and_loadtest),
             ("evaluation gates", lambda: self.run_cmd(
                 "gate", ["gate", "--config", str(self.cfg.gates), "--candidate", str(r), "--json",
-                         "--markdown", str(o / "gates.md"), "--junit", str(o / "gates.xml")], r / "gate_stdout.json",
+                         "--markdown", str(o / "gates.md"), "--junit", str(o / "gates.xml")], r / "gate.json",
                 ok_codes=(0, 1))),
             ("report", lambda: self.run_cmd("report", ["report", "--runs", str(r), "--out", str(o / "report")])),
         ]
@@ -123,6 +121,8 @@ class Demo:
         self.run_cmd("replay", ["replay", "--counterfactual", "--logs", str(path), "--model", str(self.out / "model"),
                                 "--temperature", "0.5", "--estimators", "ips,snips,clipped-ips,dr", "--json"],
                      self.runs / "replay.json")
+        res = json.loads((self.runs / "replay.json").read_text())
+        (self.runs / "replay.json").write_text(json.dumps({"kind": "replay", **res}, indent=2))
 
     def _bundle(self) -> None:
         keys, bundle = self.out / "keys", self.out / "bundle"
