@@ -13,6 +13,7 @@ the (at most four) subcategories matching the typed prefix on the search bar.
 """
 from __future__ import annotations
 
+import weakref
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,14 +137,23 @@ class LoggingCore:
         pos = np.arange(kmax)[None, :]
         return np.where(pos < k[:, None], slates, -1)
 
-    def _uniform_slates(self, pools: Pools, rows: np.ndarray, k: np.ndarray, kmax: int, elig: np.ndarray,
-                        rng: np.random.Generator) -> np.ndarray:
-        """Uniform ordered k-subsets of each request's population, by rejection of draws with repeats."""
+    def _population_index(self, elig: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Eligible rows, those rows grouped by subcategory, and group counts/starts (cached per `elig` array)."""
+        cached = getattr(self, "_pop_cache", None)
+        if cached is not None and cached[0]() is elig:
+            return cached[1]
         c = self.w.catalog
         elig_rows = np.flatnonzero(elig)
         by_sub = elig_rows[np.argsort(c.subcat[elig_rows], kind="stable")]
         counts = np.bincount(c.subcat[elig_rows], minlength=len(c.subcat_names))
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._pop_cache = (weakref.ref(elig), (elig_rows, by_sub, counts, starts))
+        return self._pop_cache[1]
+
+    def _uniform_slates(self, pools: Pools, rows: np.ndarray, k: np.ndarray, kmax: int, elig: np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
+        """Uniform ordered k-subsets of each request's population, by rejection of draws with repeats."""
+        elig_rows, by_sub, counts, starts = self._population_index(elig)
         subs = pools.subcats[rows]
         seg_n = np.where(subs >= 0, counts[np.maximum(subs, 0)], 0)
         seg_cum = np.cumsum(seg_n, axis=1)
