@@ -90,7 +90,11 @@ def _policy_target(name: str, logs_path: Path, df):
     except (FileNotFoundError, ValueError) as e:
         fail(f"--policy: {e}")
     policy = {"logging": world.logging_policy, "uniform": world.uniform_policy, "oracle": world.oracle_policy}[name]()
+    from recs.sim.point_in_time import point_in_time
+
+    policy = point_in_time(world, policy, logs_path)  # the world as each logged request saw it
     requests, ks = requests_from_impressions(df)
+    requests = sorted(requests, key=lambda r: r.ts)
     shown = dict(df.group_by("request_id").agg("item_id").iter_rows())
     # exact probabilities of the logged items (weights) + one sampled slate per request (DM, support checks)
     try:

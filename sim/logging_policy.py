@@ -238,7 +238,7 @@ class LoggingPolicy:
     def pools_for(self, request: Request) -> tuple[Pools, np.ndarray]:
         elig, lists = self._lists(request.ts)
         urow = np.array([self._user_row(request)])
-        recent = [self.w.state.indices(request.recent_items)]
+        recent = [self.w.state.indices(request.recent_items[-10:])]  # as the generator: the last 10 clicks
         recent = [r[r >= 0] for r in recent]
         est = self.core.user_estimate(urow, recent)
         prefix = request.query if request.surface == "search" else None

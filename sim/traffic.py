@@ -69,10 +69,15 @@ def simulate_hour(world, core: LoggingCore, t0_us: int, n_requests: int, counter
     recent: list[list[int]] = [[] for _ in range(n_sess)]
     sold = np.zeros(cat.n, dtype=np.int64)
     for r in range(int(length.max())):
+        if r:  # sessions end at the end of their hour: eligibility is evaluated per hour (docs/SIM.md)
+            nxt = np.flatnonzero(length > r)
+            ts[nxt] += rng.integers(30, 300, len(nxt)) * 10**6
+            over = nxt[ts[nxt] >= t0_us + 3_600 * 10**6]
+            length[over] = r
         act = np.flatnonzero(length > r)
         R = len(act)
-        if r:  # sessions stay within their hour: eligibility is evaluated per hour (docs/SIM.md)
-            ts[act] = np.minimum(ts[act] + rng.integers(30, 300, R) * 10**6, t0_us + 3_600 * 10**6 - 1)
+        if R == 0:
+            break
         search = rng.random(R) < cfg.search_share
         intent = np.full(R, -1)
         prefixes: list[str | None] = [None] * R
