@@ -41,7 +41,8 @@ class _Writer:
         for (day,), part in df.partition_by("_date", as_dict=True, maintain_order=True).items():
             d = self.root / table / f"date={day}"
             d.mkdir(parents=True, exist_ok=True)
-            part.drop("_date").write_parquet(d / f"part-{self.part:05d}.parquet", statistics=False)
+            part.drop("_date").write_parquet(d / f"part-{self.part:05d}.parquet", statistics=False,
+                                             compression="lz4")
         self.part += 1
 
 

@@ -48,6 +48,7 @@ class LoggingCore:
         self.e_pool, self.e_uni = cfg.epsilon_pool, cfg.epsilon_uniform
         self.e0 = 1.0 - self.e_pool - self.e_uni
         self.pop_order = np.argsort(-world.subcat_popularity, kind="stable")
+        self.lv32 = world.logger_item_vec.astype(np.float32)  # the ranker's item vectors (float32: half the traffic)
         rank_of = np.empty_like(self.pop_order)
         rank_of[self.pop_order] = np.arange(len(self.pop_order))
         # per typed prefix: the matching subcategories, most popular first, at most SUBCATS_PER_REQUEST
@@ -103,7 +104,8 @@ class LoggingCore:
         subcats = self.subcats_for(est, prefixes)
         cand = np.where(subcats[:, :, None] >= 0, cand_lists[np.maximum(subcats, 0)], -1).reshape(len(est), -1)
         safe = np.maximum(cand, 0)
-        score = np.einsum("rd,rkd->rk", est, self.w.logger_item_vec[safe]) + self.w.catalog.prior[safe]
+        score = (np.einsum("rd,rkd->rk", est.astype(np.float32), self.lv32[safe]).astype(np.float64)
+                 + self.w.catalog.prior[safe])
         score = np.where(cand >= 0, score, -np.inf)
         P = min(P, cand.shape[1])
         top = np.argpartition(-score, P - 1, axis=1)[:, :P]
