@@ -17,10 +17,13 @@ class RankerConfig:
 
     num_leaves: int = 31
     learning_rate: float = 0.05
-    n_estimators: int = 400
+    n_estimators: int = 300
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
-    early_stopping_rounds: int = 30
+    # 0: no early stopping. The validation NDCG is measured on logged slates, where position dominates; stopping
+    # on it kept 27 trees and a true CTR of 0.199 on the demo world, against 0.231 with 300 trees and 0.223 with 800
+    # (1,500 fresh requests, docs/PIPELINE.md). The validation NDCG is still computed and saved.
+    early_stopping_rounds: int = 0
     eval_at: int = 10
     num_threads: int = 2
     seed: int = 0
@@ -30,7 +33,8 @@ class RankerConfig:
 
         if self.num_threads < 1 or self.num_threads > (os.cpu_count() or 1):
             raise ValueError(f"num_threads must be in [1, {os.cpu_count()}], got {self.num_threads}")
-        if self.n_estimators < 1 or self.num_leaves < 2 or not 0 < self.learning_rate <= 1:
+        if self.n_estimators < 1 or self.num_leaves < 2 or not 0 < self.learning_rate <= 1 \
+                or self.early_stopping_rounds < 0:
             raise ValueError("bad ranker settings")
 
 
@@ -81,8 +85,11 @@ def train_ranker(X: np.ndarray, y: np.ndarray, req: np.ndarray, w: np.ndarray | 
     }
     train = lgb.Dataset(X, y, weight=w, group=_groups(req), feature_name=list(FEATURE_NAMES))
     valid = lgb.Dataset(X_val, y_val, group=_groups(req_val), reference=train)
-    booster = lgb.train(params, train, num_boost_round=cfg.n_estimators, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
-    best = booster.best_iteration or booster.current_iteration()
-    score = booster.best_score.get("valid_0", {}).get(f"ndcg@{cfg.eval_at}")
+    callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)] if cfg.early_stopping_rounds else []
+    evals: dict = {}
+    callbacks.append(lgb.record_evaluation(evals))
+    booster = lgb.train(params, train, num_boost_round=cfg.n_estimators, valid_sets=[valid], callbacks=callbacks)
+    best = (booster.best_iteration if cfg.early_stopping_rounds else 0) or booster.current_iteration()
+    curve = evals.get("valid_0", {}).get(f"ndcg@{cfg.eval_at}", [])
+    score = curve[best - 1] if 0 < best <= len(curve) else None
     return Ranker(booster, best, float(score) if score is not None else None)
