@@ -92,6 +92,7 @@ class Demo:
                 "simulate delayed-feedback", ["simulate", "delayed-feedback", "--out", str(r)])),
             ("failure modes: drift", lambda: self.run_cmd(
                 "simulate drift", ["simulate", "drift", "--out", str(r)])),
+            ("drift check: first day vs hold-out day", self._drift),
             ("sign and verify a bundle", self._bundle),
             ("serve the bundle and load-test it", self._serve_and_loadtest),
             ("evaluation gates", lambda: self.run_cmd(
@@ -104,7 +105,7 @@ class Demo:
     def _labels(self) -> None:
         summary = json.loads((self.runs / "sim.json").read_text())
         self.run_cmd("labels", ["labels", "--dataset", str(self.out / "dataset"), "--as-of", summary["end"],
-                                "--attribution-window", "7d", "--out", str(self.out / "labels"), "--json"],
+                                "--attribution-window", "2d", "--out", str(self.out / "labels"), "--json"],
                      self.runs / "labels.json")
 
     def _replay(self) -> None:
@@ -123,6 +124,20 @@ class Demo:
                      self.runs / "replay.json")
         res = json.loads((self.runs / "replay.json").read_text())
         (self.runs / "replay.json").write_text(json.dumps({"kind": "replay", **res}, indent=2))
+
+    def _drift(self) -> None:
+        import polars as pl
+
+        from recs.datasets.io import read_table
+
+        imp = read_table(self.out / "dataset", "impressions").with_columns(pl.col("ts").dt.date().alias("day"))
+        days = sorted(imp["day"].unique().to_list())
+        cols = ["request_id", "surface", "position", "propensity", "clicked"]
+        imp.filter(pl.col("day") == days[0]).select(cols).write_parquet(self.out / "drift_reference.parquet")
+        imp.filter(pl.col("day") == days[-1]).select(cols).write_parquet(self.out / "drift_current.parquet")
+        self.run_cmd("drift", ["drift", "--reference", str(self.out / "drift_reference.parquet"), "--current",
+                               str(self.out / "drift_current.parquet"), "--cluster", "request_id",
+                               "--out", str(self.runs / "drift.json")])
 
     def _bundle(self) -> None:
         keys, bundle = self.out / "keys", self.out / "bundle"
