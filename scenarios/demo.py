@@ -137,7 +137,7 @@ class Demo:
         imp.filter(pl.col("day") == days[-1]).select(cols).write_parquet(self.out / "drift_current.parquet")
         self.run_cmd("drift", ["drift", "--reference", str(self.out / "drift_reference.parquet"), "--current",
                                str(self.out / "drift_current.parquet"), "--cluster", "request_id",
-                               "--out", str(self.runs / "drift.json")])
+                               "--out", str(self.runs / "drift_check.json")])
 
     def _bundle(self) -> None:
         keys, bundle = self.out / "keys", self.out / "bundle"

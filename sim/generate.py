@@ -20,7 +20,7 @@ from recs.sim.traffic import DIURNAL, HourLog, simulate_hour
 from recs.sim.world import World
 
 UTC_US = pl.Datetime("us", "UTC")
-FLUSH_ROWS = 1_500_000
+FLUSH_ROWS = 500_000
 
 
 def _ids(prefix: str, seq: np.ndarray, width: int) -> pl.Expr:
