@@ -49,6 +49,17 @@ class RowInputs:
     retrieval: dict[str, np.ndarray] = field(default_factory=dict)   # emb_score (NaN unknown), covisit_score, ...
     position: np.ndarray | None = None     # logged position (training rows only); None when scoring -> 0
 
+    ROW_FIELDS = ("item_ids", "ts_us", "created_us", "price", "stock", "category", "subcategory", "brand", "title",
+                  "user_ids", "is_search", "prefix", "request_of_row")
+
+    def take(self, mask: np.ndarray) -> "RowInputs":
+        """The rows selected by a boolean mask (or index array); `session_items` stays indexed by request."""
+        from dataclasses import replace
+
+        return replace(self, **{n: getattr(self, n)[mask] for n in self.ROW_FIELDS},
+                       retrieval={k: v[mask] for k, v in self.retrieval.items()},
+                       position=self.position[mask] if self.position is not None else None)
+
 
 def _prefix_features(prefix: np.ndarray, subcat: np.ndarray, title: np.ndarray) -> tuple[np.ndarray, ...]:
     n = len(prefix)

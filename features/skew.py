@@ -41,25 +41,13 @@ def skew_check(rows: pl.DataFrame, requests: dict[str, Request], catalog: pl.Dat
         mask = row_req == rid
         snap = snapshot_for(req.ts)
         on = compute_features(online_inputs(req, row_items[mask].tolist(), state), snap, attrs_on)
-        off = compute_features(_take(offline, mask), snap, attrs_off)
+        off = compute_features(offline.take(mask), snap, attrs_off)
         bad = ~((on == off) | (np.isnan(on) & np.isnan(off)))
         mismatches += int(bad.any(axis=1).sum())
         for j in np.flatnonzero(bad.any(axis=0)):
             per_feature[FEATURE_NAMES[j]] += int(bad[:, j].sum())
     return {"kind": "skew", "rows": int(rows.height), "requests": len(order), "mismatches": mismatches,
             "mismatches_by_feature": {k: v for k, v in per_feature.items() if v}}
-
-
-def _take(inp, mask: np.ndarray):
-    from dataclasses import replace
-
-    idx = np.flatnonzero(mask)
-    reqs = inp.request_of_row[idx]
-    return replace(inp, **{n: getattr(inp, n)[idx] for n in (
-        "item_ids", "ts_us", "created_us", "price", "stock", "category", "subcategory", "brand", "title",
-        "user_ids", "is_search", "prefix")}, request_of_row=np.zeros(len(idx), dtype=np.int64),
-        session_items=[inp.session_items[reqs[0]]] if len(idx) else [()],
-        retrieval={k: v[idx] for k, v in inp.retrieval.items()})
 
 
 def skew_check_dataset(dataset, n_requests: int = 200, seed: int = 0) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -226,9 +226,5 @@ class Pipeline:
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
                    meta.get("policy_id", "pipeline"), fallback)
-
-
-def rerank_json(cfg: RerankConfig) -> dict:
-    return asdict(cfg)
 
 

@@ -59,7 +59,7 @@ def build_rows(labels: pl.DataFrame, requests: dict[str, Request], pipeline_like
     parts = []
     for d in sorted(set(day)):
         mask = np.array([x == d for x in day])
-        sub = _subset(inp, mask)
+        sub = inp.take(mask)
         parts.append((mask, compute_features(sub, snapshots[d], attrs)))
     X = np.zeros((lab.height, parts[0][1].shape[1]), dtype=np.float32)
     for mask, block in parts:
@@ -68,18 +68,6 @@ def build_rows(labels: pl.DataFrame, requests: dict[str, Request], pipeline_like
     order = np.argsort(req_index, kind="stable")
     w = lab["weight"].to_numpy() if "weight" in lab.columns else np.ones(lab.height)
     return X[order], lab["grade"].to_numpy()[order].astype(np.int32), w[order], req_index[order], lab[order]
-
-
-def _subset(inp, mask: np.ndarray):
-    from dataclasses import replace
-
-    arrays = {}
-    for name in ("item_ids", "ts_us", "created_us", "price", "stock", "category", "subcategory", "brand", "title",
-                 "user_ids", "is_search", "prefix", "request_of_row"):
-        arrays[name] = getattr(inp, name)[mask]
-    arrays["retrieval"] = {k: v[mask] for k, v in inp.retrieval.items()}
-    arrays["position"] = inp.position[mask] if inp.position is not None else None
-    return replace(inp, **arrays)
 
 
 def split_by_time(req_ts: dict[str, datetime], valid_share: float = 0.2) -> tuple[set[str], set[str]]:

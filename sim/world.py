@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +242,3 @@ class World:
     def log_policy(self, policy, n_requests: int, seed: int):
         from recs.sim.run import log_policy
         return log_policy(policy, n_requests, seed, self)
-
-
-def utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
