@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench clean obd-sample
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/recs demo
 
-test: $(STAMP)
+# The Open Bandit Dataset sample (inside the obp wheel) unpacked once into ~/.cache/recs (never the repo) for the
+# OBD tests; they fetch it themselves too and skip with the reason if the package index cannot be reached.
+obd-sample: $(STAMP)
+	-$(BIN)/python tests/_obd_sample.py
+
+test: $(STAMP) obd-sample
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

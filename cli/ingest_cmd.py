@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         assume_timezone: str = typer.Option("UTC", "--assume-timezone",
                                             help="Zone of timestamps without an offset; 'none' rejects them."),
         part_rows: int = typer.Option(1_000_000, "--part-rows", help="Rows per written Parquet part (memory bound)."),
+        max_memory: str = typer.Option(None, "--max-memory",
+                                       help="Memory allowance, e.g. 512M: read batches, writer buffer and "
+                                            "duplicate checks are sized to stay within it."),
         run_id: str = typer.Option(None, "--run-id", help="Run id (default: UTC time + random suffix)."),
         policy_id: str = typer.Option(None, "--policy-id", help="obd: policy id of the logged rows."),
         obd_grouping: str = typer.Option("row", "--obd-grouping", help="obd: 'row' or 'timestamp' slates."),
@@ -48,10 +51,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate, quarantine, deduplicate and write raw logs into DATASET (partitioned Parquet, atomic)."""
         from recs.datasets.ingest import IngestConfig, IngestError, ingest
+        from recs.datasets.ingest.config import parse_size
 
+        try:
+            budget = parse_size(max_memory) if max_memory else None
+        except ValueError as e:
+            fail(str(e))
         kwargs = dict(table=table, format=fmt, strict=strict, part_rows=part_rows, obd_policy_id=policy_id,
                       obd_request_grouping=obd_grouping, interaction_kind=kind, side_tables=side_tables,
-                      assume_timezone=None if assume_timezone.lower() == "none" else assume_timezone)
+                      assume_timezone=None if assume_timezone.lower() == "none" else assume_timezone,
+                      max_memory=budget)
         if run_id:
             kwargs["run_id"] = run_id
         try:
@@ -67,6 +76,7 @@ def register(app: typer.Typer) -> None:
                 reports = [ingest(inputs, out_dir, cfg)]
         except IngestError as e:
             fail(str(e), code=e.exit_code)
+
         if as_json:
             print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
         else:

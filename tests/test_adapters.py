@@ -11,6 +11,8 @@ from recs.datasets.ingest import IngestConfig, IngestError, ingest
 from recs.datasets.io import read_table
 from recs.datasets.schemas import validate
 
+from _obd_sample import obd_csv
+
 OBD_HEADER = (",timestamp,item_id,position,click,propensity_score,user_feature_0,user_feature_1,user_feature_2,"
               "user_feature_3,user-item_affinity_0,user-item_affinity_1")
 OBD_ROWS = [
@@ -59,6 +61,33 @@ def test_obd_missing_column_is_an_error(tmp_path):
     p.write_text(",timestamp,item_id,position,click\n0,2019-11-24 00:00:00+00:00,1,1,0\n")
     with pytest.raises(IngestError, match="missing column.*propensity_score"):
         read_obd_csv(p)
+
+
+@pytest.fixture(scope="module", params=["random", "bts"])
+def obd_sample(request):
+    """The real OBD sample of each behaviour policy (fetched once from the obp wheel; skips with the reason)."""
+    path, why = obd_csv(request.param)
+    if path is None:
+        pytest.skip(why)
+    return request.param, path
+
+
+def test_obd_real_sample_ingests_every_row(tmp_path, obd_sample):
+    policy, path = obd_sample
+    raw = pl.read_csv(path)
+    rep = ingest([path], tmp_path / "ds", IngestConfig(table="impressions", format="obd"))
+    f = rep.files[0]
+    assert raw.height == 10_000
+    assert (f.read, f.accepted, f.quarantined, f.duplicates) == (10_000, 10_000, 0, 0)
+    out = read_table(tmp_path / "ds", "impressions").sort("request_id")
+    assert sorted(out["position"].unique().to_list()) == [0, 1, 2]  # OBD's 1..3
+    assert out["item_id"].n_unique() == raw["item_id"].n_unique() == 80
+    assert int(out["clicked"].sum()) == int(raw["click"].sum())
+    assert out["propensity"].sort().to_list() == raw["propensity_score"].sort().to_list()
+    assert out["policy_id"].unique().to_list() == [f"obd:{policy}"]
+    assert out["request_id"].n_unique() == raw.height  # each row its own request
+    again = ingest([path], tmp_path / "ds", IngestConfig(table="impressions", format="obd"))
+    assert again.totals["duplicates"] == 10_000
 
 
 def test_recbole_small_hand_written(tmp_path):

@@ -47,3 +47,24 @@ def test_cli_recbole_reports_each_table(tmp_path):
     assert r.exit_code == 0, r.output
     reps = json.loads(r.stdout)
     assert [x["table"] for x in reps] == ["interactions", "catalog"]
+
+
+def test_cli_max_memory(tmp_path):
+    src = write_csv(tmp_path / "a.csv", [imp_row(i) for i in range(5)])
+    base = ["ingest", "--table", "impressions", "--out", str(tmp_path / "ds"), "--json"]
+    r = runner.invoke(app, [*base, "--max-memory", "400M", str(src)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["totals"]["accepted"] == 5
+    for bad, msg in [("lots", "not a memory size"), ("100M", "at least 384 MiB")]:
+        r = runner.invoke(app, [*base, "--max-memory", bad, str(src)])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+
+
+def test_parse_size_and_sizing():
+    from recs.datasets.ingest.config import IngestConfig, parse_size
+
+    assert [parse_size(t) for t in ("512M", "1.5G", "2GiB", "300MB", "1000")] == [
+        512 << 20, int(1.5 * (1 << 30)), 2 << 30, 300 << 20, 1000]
+    small, big = (IngestConfig(table="impressions", max_memory=m << 20) for m in (384, 2048))
+    assert small.batch_rows < big.batch_rows and small.writer_buffer_bytes < big.writer_buffer_bytes
+    assert IngestConfig(table="impressions", max_memory=384 << 20, batch_rows=7).batch_rows == 7

@@ -226,3 +226,22 @@ def test_unpartitioned_table_is_a_single_file(tmp_path):
     rows2 = [dict(rows[0], item_id="c")]
     ingest([write_jsonl(tmp_path / "cat2.jsonl", rows2 + rows[:1])], tmp_path / "ds", IngestConfig(table="catalog"))
     assert sorted(read_table(tmp_path / "ds", "catalog")["item_id"].to_list()) == ["a", "c"]
+
+
+@pytest.mark.parametrize("tail", ["", "\n", "\n   ", "\n\n"])
+def test_jsonl_read_count_with_or_without_final_newline(tmp_path, tail):
+    p = tmp_path / "a.jsonl"
+    p.write_text("\n".join(json.dumps(imp_row(i)) for i in range(4)) + tail)
+    rep = ingest([p], tmp_path / "ds", IngestConfig(table="impressions"))
+    assert (rep.files[0].read, rep.files[0].accepted) == (4, 4)
+
+
+def test_jsonl_blank_lines_keep_line_numbers_in_quarantine_and_strict(tmp_path):
+    p = tmp_path / "a.jsonl"
+    lines = [json.dumps(imp_row(0)), "", "  ", json.dumps(imp_row(1, surface="tv")), json.dumps(imp_row(2))]
+    p.write_text("\n".join(lines) + "\n")
+    rep = ingest([p], tmp_path / "ds", IngestConfig(table="impressions"))
+    assert (rep.files[0].read, rep.files[0].accepted, rep.files[0].quarantined) == (3, 2, 1)
+    assert pl.read_parquet(rep.quarantine_file)["_row"].to_list() == [4]
+    with pytest.raises(StrictViolation, match=r"a.jsonl:4: surface: must be one of"):
+        ingest([p], tmp_path / "ds2", IngestConfig(table="impressions", strict=True))

@@ -1,14 +1,9 @@
 """IPS and SNIPS on the Open Bandit Dataset sample (through the `obd` adapter) against direct numpy formulas.
 
-The sample CSV ships inside the `obp` package; set RECS_OBD_CSV to it, or have obp importable (or installed in
-/tmp/obpvenv). The test skips with the reason when the CSV is absent.
+The sample CSV ships inside the `obp` wheel; `tests/_obd_sample.py` fetches it once with `pip download` into a cache
+(or takes RECS_OBD_CSV / an installed obp). The tests skip, with the reason, only when it cannot be had.
 """
 from __future__ import annotations
-
-import glob
-import importlib.util
-import os
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,27 +11,14 @@ import pytest
 
 from recs.evaluators.ope import IPS, SNIPS, OPEConfig, build_inputs, run_ope
 
-
-def _obd_csv() -> Path | None:
-    if os.environ.get("RECS_OBD_CSV"):
-        return Path(os.environ["RECS_OBD_CSV"])
-    roots = []
-    spec = importlib.util.find_spec("obp")
-    if spec and spec.origin:
-        roots.append(str(Path(spec.origin).parent))
-    roots += glob.glob("/tmp/obpvenv/lib/python3*/site-packages/obp")
-    for root in roots:
-        p = Path(root) / "dataset" / "obd" / "random" / "all" / "all.csv"
-        if p.is_file():
-            return p
-    return None
+from _obd_sample import obd_csv
 
 
 @pytest.fixture(scope="module")
 def obd() -> pl.DataFrame:
-    path = _obd_csv()
+    path, why = obd_csv("random")
     if path is None:
-        pytest.skip("OBD sample CSV not found (set RECS_OBD_CSV or install obp)")
+        pytest.skip(why)
     from recs.datasets.adapters.obd import read_obd_csv
     return read_obd_csv(path)
 

@@ -13,6 +13,31 @@ FORMATS = ("canonical", "obd", "recbole", "sessions")
 # Tables written as `DATASET/<table>/date=YYYY-MM-DD/part-*.parquet`; the others as `DATASET/<table>.parquet`.
 PARTITIONED_TABLES = ("impressions", "interactions", "queries", "inventory_events")
 
+# Memory an ingest process takes whatever its buffers (interpreter, polars, pandera, the CLI's imports, polars'
+# streaming reader), and what one streamed row takes while it is validated (raw text, typed values, reasons):
+# both measured with `benchmarks/bench_ingest.py` (see docs/INGEST.md). `max_memory` must exceed the first.
+BASE_MEMORY = 320 << 20
+MIN_MEMORY = 384 << 20
+ROW_BYTES = 1200
+
+
+def _sizes(budget: int | None, batch_rows: int | None, writer_bytes: int | None, resolve_rows: int | None
+           ) -> tuple[int, int, int]:
+    """Rows per read batch, writer buffer bytes and suspects settled at a time, from a memory allowance.
+
+    What the allowance leaves above `BASE_MEMORY` goes a third to the read batch and a third to the writer (whose
+    buffer is held twice while a part is written), the rest is slack for the allocator; settling suspects comes
+    after the pass and may use half of it.
+    """
+    if budget is None:
+        sizes = (100_000, 64 << 20, 2_000_000)
+    else:
+        free = budget - BASE_MEMORY
+        sizes = (int(min(50_000, max(10_000, free // 3 // ROW_BYTES))),
+                 int(min(32 << 20, max(4 << 20, free // 6))),
+                 int(max(10_000, free // (2 * ROW_BYTES))))
+    return (batch_rows or sizes[0], writer_bytes or sizes[1], resolve_rows or sizes[2])
+
 
 class IngestError(Exception):
     """Unreadable or inconsistent input: a one-line message naming the file (CLI exit code 2)."""
@@ -26,6 +51,17 @@ class StrictViolation(IngestError):
     exit_code = 1
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """`512M`, `1.5G`, `2GiB`, `300MB` or a number of bytes -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise ValueError(f"not a memory size: {text!r} (e.g. 512M, 2G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
 def new_run_id() -> str:
     """A sortable, unique run id such as `20261126T163000Z-1a2b3c`."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -37,6 +73,11 @@ class IngestConfig:
 
     `assume_timezone`: zone given to timestamps written without an offset (None: such rows are quarantined).
     `part_rows`: rows buffered before a Parquet part is written (bounds memory of the writer).
+    `max_memory`: a memory allowance in bytes (None: the defaults below). It sizes the read batches, the writer's
+    buffer and the suspect batches so that the process's anonymous memory stays within it (measured, not
+    enforced: see docs/INGEST.md).
+    `batch_rows`, `writer_buffer_bytes`, `resolve_rows`: rows per streamed batch, bytes the writer may buffer
+    before it flushes its largest part, suspected duplicates settled at a time (None: from `max_memory`).
     `source_name`: prefix for ids the adapters derive (default: the file stem).
     `obd_policy_id`: policy id given to Open Bandit rows (default: `obd:<behavior policy from the path>`).
     `obd_request_grouping`: `row` (each row its own request) or `timestamp` (rows sharing a timestamp are one slate).
@@ -49,6 +90,10 @@ class IngestConfig:
     strict: bool = False
     assume_timezone: str | None = "UTC"
     part_rows: int = 1_000_000
+    max_memory: int | None = None
+    batch_rows: int | None = None
+    writer_buffer_bytes: int | None = None
+    resolve_rows: int | None = None
     run_id: str = field(default_factory=new_run_id)
     source_name: str | None = None
     obd_policy_id: str | None = None
@@ -68,12 +113,14 @@ class IngestConfig:
                 raise ValueError(f"unknown time zone {self.assume_timezone!r}") from None
         if self.part_rows < 1:
             raise ValueError("part_rows must be >= 1")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.run_id):
-            raise ValueError(f"run_id {self.run_id!r} may hold only letters, digits, '_', '.', '-'")
-        if self.obd_request_grouping not in ("row", "timestamp"):
-            raise ValueError("obd_request_grouping must be 'row' or 'timestamp'")
-        if self.interaction_kind not in ("click", "add_to_cart", "purchase"):
-            raise ValueError(f"interaction_kind must be click, add_to_cart or purchase, got {self.interaction_kind!r}")
+        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
+            raise ValueError(f"max_memory must be at least {MIN_MEMORY >> 20} MiB (got {self.max_memory >> 20} MiB): "
+                             f"the interpreter and libraries alone take about {BASE_MEMORY >> 20} MiB")
+        for name in ("batch_rows", "writer_buffer_bytes", "resolve_rows"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        self.batch_rows, self.writer_buffer_bytes, self.resolve_rows = _sizes(
+            self.max_memory, self.batch_rows, self.writer_buffer_bytes, self.resolve_rows)
 
     @property
     def partitioned(self) -> bool:

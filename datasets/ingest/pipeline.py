@@ -1,25 +1,49 @@
-"""`ingest()`: read, validate, quarantine, deduplicate, write atomically and reconcile one table's inputs."""
+"""`ingest()`: read, validate, quarantine, deduplicate, write atomically and reconcile one table's inputs.
+
+Each input file is read once, in streaming batches: a batch's invalid rows go to a staged quarantine part, its
+valid rows whose key hash is new go straight to the part writer, and the rest (suspected duplicates) are staged
+and settled on their exact keys after the pass (`dedup.py`). The new parts are then committed atomically.
+"""
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
 from recs.datasets.ingest.config import IngestConfig, IngestError, StrictViolation
+from recs.datasets.ingest.dedup import HASH, KeyIndex, hashes_of, key_hash, resolve_suspects
 from recs.datasets.ingest.readers import ROW, Source, expand_inputs, open_source
 from recs.datasets.ingest.reconcile import FileCounts, IngestReport, check
 from recs.datasets.ingest.scan import Scanned, scan_source
-from recs.datasets.ingest.validate import (FIELD, REASON, bad_rows, quarantine_schema, typed_name,
+from recs.datasets.ingest.sink import FILE, BatchSink
+from recs.datasets.ingest.validate import (FIELD, REASON, bad_rows, quarantine_schema, revalidate, typed_name,
                                            with_validation)
-from recs.datasets.ingest.writer import PartWriter, commit_parts, existing_columns, existing_location
-from recs.datasets.io import atomic_write_json, scan_table
+from recs.datasets.ingest.writer import PartWriter, Spool, commit_parts, existing_columns, existing_files
+from recs.datasets.io import atomic_write_json
 from recs.datasets.schemas import TABLES
 
-FILE, ORD = "_file", "_ord"
-STAGE_BATCH_ROWS = 100_000
+# The streaming CSV reader of polars reads ahead in chunks whose default size grows its memory with the file
+# size; 1 MiB chunks keep it flat at no cost in speed (measured; see docs/INGEST.md). A value set by the user wins.
+CSV_CHUNK_BYTES = 1 << 20
+
+
+@contextmanager
+def _reader_settings():
+    """Set polars' CSV chunk size for the duration of a run (unless the environment already sets it)."""
+    key = "POLARS_CSV_CHUNK_SIZE"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(CSV_CHUNK_BYTES)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _now() -> str:
@@ -31,147 +55,167 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+class _ReadAgain(Exception):
+    """File `index` (JSON Lines) must be read again with the reader `mode`: `lines` when polars' fast reader met
+    blank lines (its row numbers would be off), `repair` when a line is not JSON."""
+
+    def __init__(self, index: int, mode: str) -> None:
+        super().__init__(index, mode)
+        self.index, self.mode = index, mode
+
+
 class _Run:
-    """State of one run: its staging folder, sources and counts."""
+    """State of one run: its staging folder, sources, counts, key index and part writer."""
 
     def __init__(self, files: list[Path], dataset: Path, cfg: IngestConfig) -> None:
         self.files, self.dataset, self.cfg = files, dataset, cfg
         self.staging = dataset / f".ingest-{cfg.run_id}"
         self.columns = TABLES[cfg.table].columns
         self.report = IngestReport(cfg.run_id, cfg.table, cfg.format, str(dataset), _now())
+        self.writer: PartWriter | None = None
+        self.modes: dict[int, str] = {}  # how each JSON Lines file is read (default `fast`)
 
-    # ---- stage 1: per file, validate and split into staged good / bad rows ---------------------------------
-    def _scan(self, src: Source, i: int, repair: bool) -> tuple[Scanned, pl.LazyFrame]:
-        sc = scan_source(src, self.cfg, self.staging, i, repair)
-        return sc, with_validation(sc.lf, self.cfg.table, self.columns, self.cfg.assume_timezone)
+    # ---- reading a file ----------------------------------------------------------------------------------------
+    def _attempt(self, src: Source, i: int, fn, fast: bool = False):
+        """Run `fn(scanned, validated)` on file `i`; polars failures become one-line errors naming the file.
+
+        `fast`: validate with `fast` timestamps (`fn` must then `revalidate` each batch).
+        """
+        mode = self.modes.get(i, "fast")
+        try:
+            sc = scan_source(src, self.cfg, self.staging, i, mode)
+            v = with_validation(sc.lf, self.cfg.table, self.columns, self.cfg.assume_timezone, fast=fast)
+            return fn(sc, v)
+        except IngestError:
+            raise
+        except pl.exceptions.PolarsError as e:
+            if src.kind == "jsonl" and self.cfg.format == "canonical" and mode != "repair":
+                raise _ReadAgain(i, "repair") from None
+            raise IngestError(f"{src.path}: unreadable {src.kind} input ({_first_line(e)})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise IngestError(f"{src.path}: unreadable {src.kind} input ({_first_line(e)})") from None
 
     def _strict_check(self, src: Source, i: int) -> None:
-        def first_bad(s: Scanned, v: pl.LazyFrame):
+        def first_bad(sc: Scanned, v: pl.LazyFrame):
             bad = v.filter(pl.col(REASON).is_not_null()).select(ROW, FIELD, REASON).head(1)
-            return s, bad.collect(engine="streaming")
+            return sc, bad.collect(engine="streaming")
 
-        sc, lf = self._run_polars(src, i, first_bad)
+        if src.kind == "jsonl":
+            self.modes.setdefault(i, "lines")  # line numbers must be right even with blank lines
+        try:
+            sc, bad = self._attempt(src, i, first_bad)
+        except _ReadAgain as e:
+            self.modes[i] = e.mode
+            sc, bad = self._attempt(src, i, first_bad)
         first = [(r[ROW], "(line)", r["_reason"]) for r in (sc.bad_lines.head(1).to_dicts()
                                                              if sc.bad_lines is not None else [])]
-        first += [(r[ROW], r[FIELD], r[REASON]) for r in lf.to_dicts()]
+        first += [(r[ROW], r[FIELD], r[REASON]) for r in bad.to_dicts()]
         if first:
             row, fld, why = min(first, key=lambda t: t[0])
             raise StrictViolation(f"{src.path}:{row}: {fld}: {why}")
 
-    def _run_polars(self, src: Source, i: int, fn):
-        """Run `fn(scanned, validated)`; a broken JSON line triggers one repair pass; other failures name the file."""
-        repair = False
-        while True:
-            try:
-                sc, v = self._scan(src, i, repair)
-                return fn(sc, v)
-            except IngestError:
-                raise
-            except pl.exceptions.PolarsError as e:
-                if src.kind == "jsonl" and self.cfg.format == "canonical" and not repair:
-                    repair = True
-                    continue
-                raise IngestError(f"{src.path}: unreadable {src.kind} input ({_first_line(e)})") from None
-            except (OSError, UnicodeDecodeError) as e:
-                raise IngestError(f"{src.path}: unreadable {src.kind} input ({_first_line(e)})") from None
+    # ---- the pass: validate, quarantine, find new rows, write --------------------------------------------------
+    def _reset(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        for sub in ("bad", "suspect", "out", "index"):
+            shutil.rmtree(self.staging / sub, ignore_errors=True)
+            (self.staging / sub).mkdir()
+        out_cols = existing_columns(self.dataset, self.cfg.table) or self.columns
+        self.writer = PartWriter(self.staging / "out", self.cfg.table, out_cols, self.cfg.run_id,
+                                 self.cfg.part_rows, self.cfg.partitioned, self.cfg.writer_buffer_bytes)
+        self.index = KeyIndex(self.staging / "index")
+        for path in existing_files(self.dataset, self.cfg.table):  # one file at a time: bounded memory
+            have = pl.scan_parquet(path).select(key_hash(self.cfg.table))
+            for batch in have.collect_batches(chunk_size=4 * self.cfg.batch_rows, engine="streaming"):
+                self.index.add(batch[HASH].to_numpy())
 
     def _stage(self, src: Source, i: int) -> FileCounts:
-        """One streaming pass over the file: each batch's valid rows and bad rows go to their own staged part."""
-        good_dir, bad_dir = self.staging / "good", self.staging / "bad"
-        bad_path = bad_dir / f"{i:06d}-99999.parquet"
+        """One streaming pass over file `i`: bad rows to quarantine parts, new rows to the writer, suspects staged."""
+        table = self.cfg.table
+        typed_sel = [pl.col(typed_name(c)).alias(c) for c in self.columns]
+        key_sel = [pl.col(typed_name(k)).alias(k) for k in TABLES[table].key]
 
         def go(sc: Scanned, v: pl.LazyFrame):
-            for old in [*good_dir.glob(f"{i:06d}-*"), *bad_dir.glob(f"{i:06d}-*")]:
-                old.unlink()  # a retried (repaired JSON) pass starts clean
-            good_sel = [*(pl.col(typed_name(c)).alias(c) for c in self.columns), pl.col(ROW),
-                        pl.lit(i, pl.Int64).alias(FILE)]
-            bad_sel = bad_rows(pl.LazyFrame(schema=v.collect_schema()), self.columns, str(src.path)).collect_schema()
-            n_bad = n_good = 0
-            for b, batch in enumerate(v.collect_batches(chunk_size=STAGE_BATCH_ROWS, engine="streaming")):
-                ok = batch[REASON].is_null()
-                n_ok = int(ok.sum())
-                n_good += n_ok
-                if n_ok:
-                    batch.filter(ok).select(good_sel).write_parquet(good_dir / f"{i:06d}-{b:05d}.parquet",
-                                                                    compression="uncompressed")
-                if n_ok < batch.height:
-                    bad = bad_rows(batch.filter(~ok).lazy(), self.columns, str(src.path)).collect()
-                    bad.write_parquet(bad_dir / f"{i:06d}-{b:05d}.parquet")
-                    n_bad += bad.height
-            if not n_bad:
-                pl.DataFrame(schema=bad_sel).write_parquet(bad_path)
-            if not n_good:
-                dtypes = TABLES[self.cfg.table].dtypes
-                pl.DataFrame(schema={**{c: dtypes[c] for c in self.columns}, ROW: pl.Int64, FILE: pl.Int64}
-                             ).write_parquet(good_dir / f"{i:06d}-99999.parquet")
-            return sc, int(sc.count.collect(engine="streaming").item())
+            n_bad = n_streamed = 0
+            bad_spool = Spool(self.staging / "bad", f"{i:06d}", self.cfg.batch_rows)
+            sink = BatchSink(self.index, self.writer, typed_sel, i, self.staging / "suspect", self.cfg.batch_rows)
+            try:
+                for batch in v.collect_batches(chunk_size=self.cfg.batch_rows, engine="streaming"):
+                    batch = revalidate(batch, table, self.columns, self.cfg.assume_timezone)
+                    n_streamed += batch.height
+                    ok = batch[REASON].is_null().to_numpy()
+                    n_ok = int(ok.sum())
+                    if n_ok < batch.height:
+                        bad = bad_rows(batch.lazy(), self.columns, str(src.path)).collect()  # it filters
+                        bad_spool.add(bad)
+                        n_bad += bad.height
+                    if n_ok:
+                        sink.submit(batch, ok, hashes_of(batch.select(key_sel), table)[ok])
+                n_new = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+            bad_spool.flush()
+            n_read = int(sc.count.collect(engine="streaming").item())
+            if src.kind == "jsonl" and self.modes.get(i, "fast") == "fast" and n_streamed != n_read:
+                raise _ReadAgain(i, "lines")  # blank lines: polars' fast reader skipped them in its numbering
+            return sc, n_read, n_bad, n_new
 
-        sc, n_read = self._run_polars(src, i, go)
+        sc, n_read, n_bad, n_new = self._attempt(src, i, go, fast=True)
         if sc.bad_lines is not None and sc.bad_lines.height:
             sc.bad_lines.select(
                 *(pl.lit(None, pl.Utf8).alias(c) for c in self.columns), pl.lit(str(src.path)).alias("_source_file"),
                 pl.col(ROW), pl.lit("(line)").alias(FIELD), pl.col("_reason").alias(REASON),
-            ).write_parquet(bad_dir / f"{i:06d}-99998.parquet")
-        n_bad = pl.scan_parquet(bad_dir / f"{i:06d}-*.parquet").select(pl.len()).collect().item()
+            ).write_parquet(self.staging / "bad" / f"{i:06d}-99999.parquet")
+            n_bad += sc.bad_lines.height
         return FileCounts(str(src.path), src.kind, src.compression, read=n_read, quarantined=n_bad,
-                          ignored_columns=sc.ignored_columns)
+                          accepted=n_new, ignored_columns=sc.ignored_columns)
 
-    # ---- stage 2: deduplicate (within the run and against the dataset), write parts -------------------------
-    def _good(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.staging / "good" / "*.parquet").with_columns(
-            ((pl.col(FILE) * (1 << 40)) + pl.col(ROW)).alias(ORD))
+    def _stage_all(self, sources: list[Source]) -> list[FileCounts]:
+        """Stage every file; a JSON Lines file its fast reader cannot number or decode restarts the pass with that
+        file on a slower reader (`_ReadAgain`), so no row is counted twice."""
+        restarts = 0
+        while True:
+            self._reset()
+            try:
+                return [self._stage(src, i) for i, src in enumerate(sources)]
+            except _ReadAgain as e:
+                restarts += 1
+                self.modes[e.index] = e.mode
+                if restarts >= 3:  # several odd files: read every later JSON Lines file the careful way
+                    self.modes.update({j: "repair" for j in range(e.index, len(sources))
+                                       if sources[j].kind == "jsonl"})
 
-    def _duplicate_ords(self) -> pl.Series:
-        """Ordinals (file << 40 | row) of the valid rows whose key was seen before: earlier in the run or in DATASET.
-
-        Only a 64-bit hash of the key and the ordinal (16 bytes a row) are held in memory; rows whose hash
-        collides are then compared on their exact key, so a hash collision can never drop a row.
-        """
-        key = list(TABLES[self.cfg.table].key)
-        khash = pl.struct(key).hash().alias("_h")
-        good = self._good()
-        h = good.select(ORD, khash).collect(engine="streaming")  # the scan keeps (file, row) order ...
-        if not h[ORD].is_sorted():
-            h = h.sort(ORD)  # ... and this makes sure of it ("first" must mean first in the input)
-        first = h["_h"].is_first_distinct()
-        dup = pl.Series(ORD, [], pl.Int64)
-        repeated = h.filter(~first)["_h"].unique()
-        if repeated.len():
-            sub = (good.filter(khash.is_in(repeated.implode())).select(ORD, *key).collect(engine="streaming")
-                   .sort(ORD))
-            dup = sub.filter(~pl.struct(key).is_first_distinct())[ORD]
-        if existing_location(self.dataset, self.cfg.table)[0] != "none":
-            have = scan_table(self.dataset, self.cfg.table).select(khash).unique().collect(engine="streaming")["_h"]
-            cand = h.filter(first & pl.col("_h").is_in(have.implode()))[ORD]
-            if cand.len():
-                sub = good.filter(pl.col(ORD).is_in(cand.implode())).select(ORD, *key)
-                exact = scan_table(self.dataset, self.cfg.table).select(key).unique()
-                seen = sub.join(exact, on=key, how="semi").collect(engine="streaming")[ORD]
-                dup = pl.concat([dup, seen])
-        return dup
-
-    def _write(self, counts: list[FileCounts]) -> PartWriter:
-        out_cols = existing_columns(self.dataset, self.cfg.table) or self.columns
-        writer = PartWriter(self.staging / "out", self.cfg.table, out_cols, self.cfg.run_id, self.cfg.part_rows,
-                            self.cfg.partitioned)
-        dup_ords = self._duplicate_ords()
-        dup = Counter((dup_ords // (1 << 40)).to_list()) if dup_ords.len() else Counter()
-        acc = Counter()
-        keep = self._good().filter(~pl.col(ORD).is_in(dup_ords.implode())).drop(ORD, ROW)
-        for batch in keep.collect_batches(engine="streaming"):
-            for f, n in batch.group_by(FILE).len().iter_rows():
-                acc[f] += n
-            writer.add(batch.drop(FILE))
-        writer.close()
+    def _settle_suspects(self, counts: list[FileCounts]) -> None:
+        """Compare staged suspects with the earlier rows on their exact keys; write the few that are new."""
+        self.writer.close()
+        files = sorted((self.staging / "suspect").glob("*.parquet"))
+        if not files:
+            return
+        sus = pl.scan_parquet(files)
+        n = sus.select(pl.len()).collect().item()
+        buckets = max(1, -(-n // self.cfg.resolve_rows))
+        earlier = [pl.scan_parquet(p) for p in [*self.writer.parts, *existing_files(self.dataset, self.cfg.table)]]
+        dup, rescued = Counter(), Counter()
+        for b in range(buckets):
+            part = sus if buckets == 1 else sus.filter(pl.col(HASH) % buckets == b)
+            part = part.collect().sort(FILE, ROW)
+            d, r = resolve_suspects(part, self.cfg.table, earlier)
+            dup.update(d[FILE].to_list())
+            rescued.update(r[FILE].to_list())
+            if r.height:
+                self.writer.add(r.drop(ROW, FILE, HASH))
+        self.writer.close()
         for i, c in enumerate(counts):
-            c.accepted, c.duplicates = acc[i], dup[i]
-        return writer
+            c.accepted += rescued[i]
+            c.duplicates = dup[i]
 
     def _quarantine(self) -> Path | None:
-        bad = pl.scan_parquet(self.staging / "bad" / "*.parquet")
-        n = bad.select(pl.len()).collect().item()
-        if n == 0:
+        files = sorted((self.staging / "bad").glob("*.parquet"))
+        if not files:
             return None
+        bad = pl.scan_parquet(files)
         reasons = (bad.group_by(pl.col(FIELD) + ": " + pl.col(REASON)).len().sort("len", descending=True)
                    .collect())
         self.report.reasons = {r: int(k) for r, k in reasons.iter_rows()}
@@ -183,21 +227,20 @@ class _Run:
         cfg = self.cfg
         self.dataset.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir()
-        (self.staging / "good").mkdir()
-        (self.staging / "bad").mkdir()
         try:
             sources = [open_source(p, self.staging, i) for i, p in enumerate(self.files)]
             if cfg.strict:
                 for i, src in enumerate(sources):
                     self._strict_check(src, i)
-            counts = [self._stage(src, i) for i, src in enumerate(sources)]
-            writer = self._write(counts)
+            counts = self._stage_all(sources)
+            self._settle_suspects(counts)
             self.report.files = counts
-            self.report.written_rows = writer.written_rows
+            self.report.written_rows = self.writer.written_rows
             check(self.report)
             q = self._quarantine()
-            self.report.partitions = sorted({p.parent.name for p in writer.parts if p.parent.name.startswith("date=")})
-            self.report.new_files = commit_parts(self.dataset, cfg.table, self.staging / "out", writer.parts,
+            parts = self.writer.parts
+            self.report.partitions = sorted({p.parent.name for p in parts if p.parent.name.startswith("date=")})
+            self.report.new_files = commit_parts(self.dataset, cfg.table, self.staging / "out", parts,
                                                  as_folder=cfg.partitioned)
             if q is not None:
                 target = self.dataset / "quarantine" / cfg.table / f"{cfg.run_id}.parquet"
@@ -210,6 +253,8 @@ class _Run:
             atomic_write_json(path, self.report.to_dict())
             return self.report
         finally:
+            if self.writer is not None:
+                self.writer.abort()
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
@@ -223,4 +268,5 @@ def ingest(inputs: list[str | Path], dataset: str | Path, config: IngestConfig) 
     dataset = Path(dataset)
     if dataset.exists() and not dataset.is_dir():
         raise IngestError(f"{dataset}: exists and is not a folder")
-    return _Run(files, dataset, config).run()
+    with _reader_settings():
+        return _Run(files, dataset, config).run()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob as _glob
 import gzip
 import json
-import re
 import shutil
 import zlib
 from dataclasses import dataclass
@@ -190,31 +189,30 @@ def _lines(src: Source) -> pl.LazyFrame:
     ).with_columns(pl.col(ROW).cast(pl.Int64))
 
 
-_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+JSONL_MODES = ("fast", "lines", "repair")
 
 
-def has_blank_lines(path: Path) -> bool:
-    """True when the file holds an empty or whitespace-only line (a final newline is not one); bounded memory."""
-    tail = b"\n"  # the start of the file counts as just after a newline
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK * 8):
-            data = tail + chunk
-            if _BLANK_LINE.search(data):
-                return True
-            i = data.rfind(b"\n")
-            rest = data[i:] if i >= 0 else data
-            tail = rest if not rest[1:].strip() else b""
-    return False
+def _line_count(src: Source, nonblank: bool) -> pl.LazyFrame:
+    """One cell: the file's lines (all, or only those not blank), counted without decoding any JSON."""
+    if not nonblank:
+        return pl.scan_csv(src.local, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
+                           raise_if_empty=False, truncate_ragged_lines=True).select(pl.len().alias("n"))
+    return _lines(src).filter(pl.col("_line").str.strip_chars() != "").select(pl.len().alias("n"))
 
 
-def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, repair: bool = False
-                   ) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """Values of `columns` as strings plus `_row`; and the lines that are not JSON objects (`_row`, `_reason`).
+def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, mode: str = "fast"
+                   ) -> tuple[pl.LazyFrame, pl.DataFrame, pl.LazyFrame]:
+    """Values of `columns` as strings plus `_row`; the lines that are not JSON objects (`_row`, `_reason`); and
+    the file's number of records, counted apart from the JSON decoder.
 
-    The fast path (`repair=False`) decodes every line with polars and fails on a broken line; the caller then
-    calls again with `repair=True`, which reads the file line by line in Python, records the broken lines and
-    blanks them in a staged copy (so line numbers are kept) that polars decodes.
+    `mode`: `fast` (polars' NDJSON reader; it skips blank lines, so its row numbers are line numbers only when
+    there are none: the count is then all lines, and a caller that streams fewer rows than that must read again
+    with `lines`), `lines` (the file read line by line by polars, blank lines skipped but numbered; fails on a
+    broken line like `fast`) or `repair` (Python reads the file line by line, records the broken lines and
+    blanks them in a staged copy, which `lines` then reads).
     """
+    if mode not in JSONL_MODES:
+        raise ValueError(f"unknown JSON Lines mode {mode!r}")
     dtype = pl.Struct({c: pl.Utf8 for c in columns})
     no_bad = pl.DataFrame(schema={ROW: pl.Int64, "_reason": pl.Utf8})
 
@@ -222,12 +220,12 @@ def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, r
         return (_lines(s).filter(pl.col("_line").str.strip_chars() != "")
                 .select(ROW, pl.col("_line").str.json_decode(dtype).alias("_j")).unnest("_j"))
 
-    if not repair:
-        if not has_blank_lines(src.local):  # the fast reader numbers rows by line only without blank lines
-            lf = pl.scan_ndjson(src.local, schema={c: pl.Utf8 for c in columns}, row_index_name=ROW,
-                                row_index_offset=1)
-            return lf.with_columns(pl.col(ROW).cast(pl.Int64)), no_bad
-        return decoded(src), no_bad
+    if mode == "fast":
+        lf = pl.scan_ndjson(src.local, schema={c: pl.Utf8 for c in columns}, row_index_name=ROW,
+                            row_index_offset=1)
+        return lf.with_columns(pl.col(ROW).cast(pl.Int64)), no_bad, _line_count(src, nonblank=False)
+    if mode == "lines":
+        return decoded(src), no_bad, _line_count(src, nonblank=True)
     bad_rows: list[int] = []
     bad_reasons: list[str] = []
     clean = staging / f"clean-{index:05d}.jsonl"
@@ -245,4 +243,5 @@ def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, r
                     raw = b"\n"
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
     bad = pl.DataFrame({ROW: bad_rows, "_reason": bad_reasons}, schema={ROW: pl.Int64, "_reason": pl.Utf8})
-    return decoded(Source(src.path, clean, "jsonl", src.compression)), bad
+    local = Source(src.path, clean, "jsonl", src.compression)
+    return decoded(local), bad, _line_count(local, nonblank=True).select(pl.col("n") + bad.height)

@@ -16,7 +16,7 @@ class Scanned:
     """A raw lazy frame (canonical column names, values still raw) and what the reader learnt on the way."""
 
     lf: pl.LazyFrame
-    count: pl.LazyFrame  # one row, one column: the number of data rows in the file (counted independently)
+    count: pl.LazyFrame  # one cell: the number of data rows in the file, counted apart from the parse
     ignored_columns: list[str] = field(default_factory=list)
     bad_lines: pl.DataFrame | None = None  # lines that are not rows at all (broken JSON): `_row`, `_reason`
 
@@ -27,13 +27,10 @@ def _require(src: Source, table: str, present: list[str]) -> None:
         raise IngestError(f"{src.path}: missing required column(s) {', '.join(missing)} for table {table}")
 
 
-def scan_canonical(src: Source, cfg: IngestConfig, staging: Path, index: int, repair: bool) -> Scanned:
+def scan_canonical(src: Source, cfg: IngestConfig, staging: Path, index: int, mode: str) -> Scanned:
     cols = TABLES[cfg.table].columns
     if src.kind == "jsonl":
-        lf, bad = scan_jsonl_raw(src, cols, staging, index, repair)
-        count = lf.select(pl.len().alias("n"))
-        if bad.height:
-            count = count.select(pl.col("n") + bad.height)
+        lf, bad, count = scan_jsonl_raw(src, cols, staging, index, mode)
         return Scanned(lf, count, [], bad)
     lf, present = scan_csv_raw(src) if src.kind == "csv" else scan_parquet_raw(src)
     _require(src, cfg.table, present)
@@ -41,10 +38,13 @@ def scan_canonical(src: Source, cfg: IngestConfig, staging: Path, index: int, re
     return Scanned(lf.select(*(c for c in cols if c in present), ROW), lf.select(pl.len().alias("n")), ignored)
 
 
-def scan_source(src: Source, cfg: IngestConfig, staging: Path, index: int, repair: bool = False) -> Scanned:
-    """Dispatch on `cfg.format` (adapters are imported lazily: they import the readers of this package)."""
+def scan_source(src: Source, cfg: IngestConfig, staging: Path, index: int, mode: str = "fast") -> Scanned:
+    """Dispatch on `cfg.format` (adapters are imported lazily: they import the readers of this package).
+
+    `mode` is how a JSON Lines file is read (`readers.scan_jsonl_raw`); other inputs ignore it.
+    """
     if cfg.format == "canonical":
-        return scan_canonical(src, cfg, staging, index, repair)
+        return scan_canonical(src, cfg, staging, index, mode)
     if cfg.format == "obd":
         from recs.datasets.adapters.obd import scan_obd
 

@@ -89,6 +89,8 @@ def _naive_string(s: pl.Expr) -> pl.Expr:
 
 
 _FAST_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"  # ISO 8601 with T, optional fraction, offset or Z
+_FAST_FORMATS = (_FAST_FORMAT, "%Y-%m-%d %H:%M:%S%.f%#z")  # ... or with a space
+TS_RETRY = "_ts_retry"  # (fast validation) rows whose text timestamps the common forms did not parse
 
 
 def _ts_any_format(s: pl.Expr, tz: str | None) -> pl.Expr:
@@ -111,9 +113,18 @@ def parse_timestamps(s: pl.Series, tz: str | None) -> pl.Series:
     return out.cast(utc)
 
 
-def _to_ts(raw: pl.Expr, src: pl.DataType, tz: str | None) -> pl.Expr:
+def _fast_ts(raw: pl.Expr) -> pl.Expr:
+    """Text in the common ISO forms (with an offset or Z) to UTC; null for anything else."""
+    utc = pl.Datetime("us", "UTC")
+    return pl.coalesce([raw.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False).cast(utc)
+                        for f in _FAST_FORMATS])
+
+
+def _to_ts(raw: pl.Expr, src: pl.DataType, tz: str | None, fast: bool = False) -> pl.Expr:
     utc = pl.Datetime("us", "UTC")
     if src == pl.Utf8:
+        if fast:
+            return _fast_ts(raw)
         return raw.map_batches(lambda s: parse_timestamps(s, tz), return_dtype=utc, is_elementwise=True)
     if isinstance(src, pl.Datetime):
         if src.time_zone is None:
@@ -135,8 +146,11 @@ def _naive_only(raw: pl.Expr, src: pl.DataType) -> pl.Expr:
     return pl.lit(src == pl.Date)
 
 
-def cast_expr(raw: pl.Expr, src: pl.DataType, dst: pl.DataType, tz: str | None) -> pl.Expr:
-    """`raw` (of polars type `src`) cast to the canonical type `dst`; null where it does not parse."""
+def cast_expr(raw: pl.Expr, src: pl.DataType, dst: pl.DataType, tz: str | None, fast: bool = False) -> pl.Expr:
+    """`raw` (of polars type `src`) cast to the canonical type `dst`; null where it does not parse.
+
+    `fast`: text timestamps in the common ISO forms only (see `with_validation`).
+    """
     if dst == pl.Utf8:
         return raw if src == pl.Utf8 else raw.cast(pl.Utf8, strict=False)
     if dst == pl.Int64:
@@ -146,7 +160,7 @@ def cast_expr(raw: pl.Expr, src: pl.DataType, dst: pl.DataType, tz: str | None) 
     if dst == pl.Boolean:
         return _to_bool(raw, src)
     if isinstance(dst, pl.Datetime):
-        return _to_ts(raw, src, tz)
+        return _to_ts(raw, src, tz, fast)
     raise NotImplementedError(f"no cast to {dst}")
 
 
@@ -200,12 +214,13 @@ def _check_failures(check: pa.Check, v: pl.Expr) -> list[tuple[pl.Expr, str]]:
     raise NotImplementedError(f"pandera check {name!r} has no vectorised translation in recs.datasets.ingest")
 
 
-def column_reason(col: str, src: pl.DataType, table: str, tz: str | None) -> tuple[pl.Expr, pl.Expr]:
+def column_reason(col: str, src: pl.DataType, table: str, tz: str | None, fast: bool = False
+                  ) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, reason-or-null) expressions for column `col` of `table`."""
     column = TABLES[table].schema.columns[col]
     dst = TABLES[table].dtypes[col]
     raw = pl.col(col)
-    typed = cast_expr(raw, src, dst, tz)
+    typed = cast_expr(raw, src, dst, tz, fast)
     t = pl.col(typed_name(col))
     when = pl.when(raw.is_null() & (not column.nullable)).then(pl.lit("required value is missing"))
     if isinstance(dst, pl.Datetime):
@@ -230,19 +245,43 @@ def table_columns(table: str, present: list[str]) -> list[str]:
     return [c for c in spec.columns if c in spec.required_columns or c in present]
 
 
-def with_validation(lf: pl.LazyFrame, table: str, columns: list[str], tz: str | None) -> pl.LazyFrame:
+def with_validation(lf: pl.LazyFrame, table: str, columns: list[str], tz: str | None, fast: bool = False
+                    ) -> pl.LazyFrame:
     """Add `_t_<col>` typed columns, `_field` and `_reason` (null for a valid row) to a raw frame.
 
-    `lf` holds the raw canonical columns (missing ones are added as nulls) and `_row`.
+    `lf` holds the raw canonical columns (missing ones are added as nulls) and `_row`. `fast`: text timestamps
+    are parsed in the common ISO forms only, by pure polars expressions (no Python call per batch), and a boolean
+    `_ts_retry` column marks the rows holding a text timestamp those forms did not read: the caller validates
+    those rows again without `fast` (`revalidate`), which gives the same result as validating all rows so.
     """
     schema = lf.collect_schema()
     lf = lf.with_columns(pl.lit(None, pl.Utf8).alias(c) for c in columns if c not in schema)
     schema = lf.collect_schema()
-    typed, reasons = zip(*(column_reason(c, schema[c], table, tz) for c in columns))
+    typed, reasons = zip(*(column_reason(c, schema[c], table, tz, fast) for c in columns))
     rnames = [f"_r_{c}" for c in columns]
     lf = lf.with_columns(typed).with_columns(r.alias(n) for r, n in zip(reasons, rnames))
     field = pl.coalesce([pl.when(pl.col(n).is_not_null()).then(pl.lit(c)) for c, n in zip(columns, rnames)])
-    return lf.with_columns(pl.coalesce(pl.col(rnames)).alias(REASON), field.alias(FIELD)).drop(rnames)
+    lf = lf.with_columns(pl.coalesce(pl.col(rnames)).alias(REASON), field.alias(FIELD)).drop(rnames)
+    if fast:
+        dtypes = TABLES[table].dtypes
+        text_ts = [c for c in columns if isinstance(dtypes[c], pl.Datetime) and schema[c] == pl.Utf8]
+        retry = pl.any_horizontal([pl.col(c).is_not_null() & pl.col(typed_name(c)).is_null() for c in text_ts]
+                                  or [pl.lit(False)])
+        lf = lf.with_columns(retry.alias(TS_RETRY))
+    return lf
+
+
+def revalidate(batch: pl.DataFrame, table: str, columns: list[str], tz: str | None) -> pl.DataFrame:
+    """A batch validated with `fast`, its `_ts_retry` rows validated again in full; same columns, same order."""
+    if TS_RETRY not in batch.columns:
+        return batch
+    retry = batch[TS_RETRY]
+    batch = batch.drop(TS_RETRY)
+    if not retry.any():
+        return batch
+    raw = batch.filter(retry).select(*columns, ROW)
+    again = with_validation(raw.lazy(), table, columns, tz).collect().select(batch.columns)
+    return pl.concat([batch.filter(~retry), again]).sort(ROW)
 
 
 def good_rows(lf: pl.LazyFrame, columns: list[str]) -> pl.LazyFrame:
