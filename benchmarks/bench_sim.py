@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks._child import run_measured
 
 SCALES = ("small", "medium")
 _CHILD_FLAG = "--child"
@@ -38,42 +38,23 @@ def _dir_bytes(path: Path) -> tuple[int, int]:
     return sum(f.stat().st_size for f in files), len(files)
 
 
-def _load1() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
 def run_scale(scale: str) -> dict:
     """Generate `scale` in a fresh subprocess and measure it; returns the figures."""
     with tempfile.TemporaryDirectory(prefix=f"bench-sim-{scale}-") as tmp:
         out_dir = Path(tmp) / "ds"
         result_file = Path(tmp) / "summary.json"
-        load_before = _load1()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_sim", _CHILD_FLAG, scale, str(out_dir),
-                                 str(result_file)], cwd=Path(__file__).resolve().parents[1])
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # interrupted: do not leave the generator running
-            proc.kill()
-            proc.wait()
-            raise
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench_sim: generating scale {scale!r} failed with exit code {proc.returncode}")
+        m = run_measured([sys.executable, "-m", "benchmarks.bench_sim", _CHILD_FLAG, scale, str(out_dir),
+                          str(result_file)])
+        if m["returncode"] != 0:
+            raise RuntimeError(f"bench_sim: generating scale {scale!r} failed with exit code {m['returncode']}")
         summary = json.loads(result_file.read_text())
         parquet_bytes, n_files = _dir_bytes(out_dir)
         truth_bytes, _ = _dir_bytes(out_dir / "truth")
-    # ru_maxrss is in kilobytes on Linux, bytes on macOS
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {
-        "scale": scale, "summary": summary, "wall_s": wall, "gen_s": summary["seconds"],
-        "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss": peak,
+        "scale": scale, "summary": summary, "wall_s": m["wall"], "gen_s": summary["seconds"],
+        "cpu_s": m["user"] + m["sys"], "peak_rss": m["peak_rss"],
         "parquet_bytes": parquet_bytes, "truth_bytes": truth_bytes, "files": n_files,
-        "load_before": load_before, "load_after": _load1(),
+        "load_before": m["load_before"], "load_after": m["load_after"],
     }
 
 

@@ -24,7 +24,8 @@ def _render(rep, target_desc: str) -> None:
     t = Table(title=f"counterfactual replay: {target_desc} ({d['reward']} per request, {d['n']:,} requests, "
                     f"{d['n_impressions']:,} impressions)", title_justify="left")
     lvl = f"{int(round(100 * d['level']))}%"
-    cols = ["estimator", "value", "stderr", f"{lvl} CI", "lift", "lift CI"] + (["boot CI", "boot lift CI"] if boot else [])
+    cols = ["estimator", "value", "stderr", f"{lvl} CI", "lift", "lift CI"]
+    cols += ["boot CI", "boot lift CI"] if boot else []
     for c in cols:
         t.add_column(c, justify="left" if c == "estimator" else "right", no_wrap=c in ("estimator", "value"),
                      overflow="fold")
@@ -56,10 +57,13 @@ def _render(rep, target_desc: str) -> None:
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
 
 
-def _load_logs(logs: Path, reward: str, labels: Optional[Path], include_pending: bool, window: str):
-    from recs.evaluators.ope.inputs import read_frame
-    from recs.evaluators.ope.rewards import attach_labels, read_labels
+def _load_logs(logs: Path, reward: str, labels: Optional[Path], include_pending: bool, window: str, lazy: bool):
+    """The logs with the reward attached; `lazy` (clicks, no labels): a scan the alignment streams in chunks."""
+    from recs.evaluators.ope.inputs import open_frame, read_frame
+    from recs.evaluators.ope.rewards import LabelJoin, attach_labels, read_labels
 
+    if lazy and reward == "clicked" and labels is None:
+        return LabelJoin(open_frame(logs, "impressions"), 0, "logs")
     df = read_frame(logs, "impressions")
     lab = read_labels(labels) if labels is not None else None
     if lab is None and reward in ("purchase", "revenue") and reward not in df.columns:
@@ -145,8 +149,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
         """Estimate what a target policy would have earned on logged traffic (IPS, SNIPS, DM, DR, ...)."""
+        import time
+
         from recs.evaluators.ope import OPEConfig, OPEInputError, RewardModelConfig, build_inputs, run_ope
-        from recs.evaluators.ope.inputs import read_frame
+        from recs.evaluators.ope.inputs import open_frame
 
         if not counterfactual:
             fail("recs replay currently supports only --counterfactual (off-policy evaluation)")
@@ -164,20 +170,29 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             fail(str(e))
         try:
-            joined = _load_logs(logs, reward, labels, include_pending, window)
+            t0 = time.perf_counter()
+            joined = _load_logs(logs, reward, labels, include_pending, window, lazy=target_probs is not None)
             df = joined.logs
             dm_target = None
             if target_probs is not None:
-                target, desc = read_frame(target_probs), str(target_probs)
+                target, desc = open_frame(target_probs), str(target_probs)
             elif policy is not None:
                 (target, dm_target), desc = _policy_target(policy, logs, df), f"policy {policy}"
             else:
                 (target, dm_target), desc = _model_target(model, df, temperature, seed), f"model {model}"
             inp = build_inputs(df, target, reward, logs_source=str(logs), target_source=desc, dm_target=dm_target)
+            t_align = time.perf_counter() - t0
             rep = run_ope(inp, cfg)
         except OPEInputError as e:
             fail(str(e))
+        stages = dict(rep.timings)
+        rep.timings.clear()
+        rep.timings.update({"read_align": t_align, **stages})
         rep.diagnostics["pending_requests_dropped"] = joined.pending_requests_dropped
+        rep.diagnostics["reward_labels"] = joined.source
+        if joined.source.endswith("(taken as final)"):
+            rep.warnings.append(f"{reward} comes from the logs without label_status or --labels and is taken as "
+                                "final: recent impressions may still convert, which biases every estimate down")
         if as_json:
             print_json(rep.to_dict())
             for w in rep.warnings:

@@ -18,6 +18,14 @@ def files(tmp_path_factory):
     logs.write_parquet(d / "logs.parquet")
     target.write_csv(d / "target.csv")
     target.with_columns(pl.col("prob") * 1.5).write_parquet(d / "bad.parquet")
+    off_logs, off = SyntheticBandit(target_kind="off-support", logger_items=40).frames(1500, 0)
+    off_logs.write_parquet(d / "off_logs.parquet")
+    off.write_parquet(d / "off.parquet")
+    labels = logs.select("request_id", "position").with_columns(
+        purchase=(pl.col("position") == 0) & (pl.col("request_id").str.ends_with("7")),
+        label_status=pl.when(pl.col("request_id").str.ends_with("3")).then(pl.lit("pending"))
+        .otherwise(pl.lit("matured")))
+    labels.write_parquet(d / "labels.parquet")
     return d
 
 
@@ -37,6 +45,38 @@ def test_json_output(files):
     assert d["logging_value"] > 0 and d["diagnostics"]["ess"] > 0
     ips = d["estimates"]["ips"]
     assert ips["lift"]["value"] == pytest.approx(ips["value"] / d["logging_value"])
+    for lift in (e["lift"] for e in d["estimates"].values()):
+        assert lift["ci_low"] <= lift["value"] <= lift["ci_high"] and lift["stderr"] > 0
+        assert lift["bootstrap"]["ci_low"] < lift["bootstrap"]["ci_high"]
+    g = d["diagnostics"]
+    for key in ("ess", "ess_ratio", "max_weight", "mean_weight", "support_coverage", "unseen_item_mass_share",
+                "unlogged_position_mass_share", "unseen_item_position_mass_share", "pending_requests_dropped"):
+        assert key in g, key
+    assert g["max_weight"] >= g["mean_weight"] > 0
+    assert {"read_align", "estimators", "bootstrap", "diagnostics"} <= set(d["timings_s"])
+
+
+def test_target_that_never_agrees_warns_loudly(files):
+    r = _run("--logs", files / "off_logs.parquet", "--target-probs", files / "off.parquet", "--json",
+             "--estimators", "ips,snips")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["estimates"]["ips"]["value"] == 0.0 and d["estimates"]["snips"]["value"] is None
+    assert "disagrees completely" in r.stderr and "support deficiency" in r.stderr
+    assert any("disagrees completely" in w for w in d["warnings"])
+
+
+def test_purchase_counts_only_matured_requests(files):
+    r = _run("--logs", files / "logs.parquet", "--target-probs", files / "target.csv", "--json",
+             "--estimators", "ips", "--reward", "purchase", "--labels", files / "labels.parquet")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["n"] == 1500 - 150 and d["diagnostics"]["pending_requests_dropped"] == 150  # ids ending in 3
+    assert d["reward"] == "purchase"
+    everything = json.loads(_run("--logs", files / "logs.parquet", "--target-probs", files / "target.csv", "--json",
+                                 "--estimators", "ips", "--reward", "purchase", "--labels",
+                                 files / "labels.parquet", "--include-pending").stdout)
+    assert everything["n"] == 1500 and everything["diagnostics"]["pending_requests_dropped"] == 0
 
 
 def test_table_output(files):

@@ -1,12 +1,15 @@
 """Off-policy estimators: exact agreement with direct numpy formulas, intervals, and protective diagnostics."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from recs.evaluators.ope import (DR, IPS, SNIPS, ClippedIPS, OPEConfig, PseudoInverse, RewardModelConfig,
                                  RewardPredictions, build_inputs, run_ope)
-from recs.evaluators.ope.base import stderr_of
+from recs.evaluators.ope.base import Decomposition, stderr_of
+from recs.evaluators.ope.intervals import bootstrap, lift_influence
 from recs.evaluators.ope.synthetic import SyntheticBandit
 
 FAST_RM = RewardModelConfig(num_threads=1, num_boost_round=20)
@@ -61,6 +64,38 @@ def test_bootstrap_agrees_with_normal_interval():
     lift = rep.estimates["ips"].lift
     assert lift.value == pytest.approx(rep.estimates["ips"].normal.value / rep.logging.value)
     assert rep.estimates["ips"].lift_boot.ci_low < lift.value < rep.estimates["ips"].lift_boot.ci_high
+
+
+def test_bootstrap_matches_normal_intervals_across_chunks_and_blocks():
+    """Many requests, replicates in several blocks and requests in uneven chunks: bootstrap stderr and interval
+    ends agree with the influence-function ones for linear, ratio and DR estimators and for the lift."""
+    _, _, inp = _inputs("softmax", n=20_000, seed=5)
+    q = RewardPredictions(np.full(inp.n_impressions, 0.15), np.full(len(inp.t_prob), 0.15))
+    decs = {n: e.decompose(inp, q) for n, e in (("ips", IPS()), ("snips", SNIPS()), ("dr", DR()))}
+    base = Decomposition(np.bincount(inp.req_idx, weights=inp.reward, minlength=inp.n_requests))
+    reps = bootstrap({**decs, "base": base}, 600, seed=7, chunk=3_001, max_block=256)
+    for name, d in {**decs, "base": base}.items():
+        se = stderr_of(d.influence())
+        boot = reps[name]
+        assert boot.std(ddof=1) == pytest.approx(se, rel=0.12), name  # ~3 sd of the estimate at 600 replicates
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        assert lo == pytest.approx(d.value() - 1.96 * se, abs=0.3 * se), name
+        assert hi == pytest.approx(d.value() + 1.96 * se, abs=0.3 * se), name
+    lift = reps["ips"] / reps["base"]
+    _, psi = lift_influence(decs["ips"].value(), decs["ips"].influence(), base.value(), base.influence())
+    assert lift.std(ddof=1) == pytest.approx(stderr_of(psi), rel=0.12)
+
+
+def test_poisson_weights_are_the_exact_inverse_cdf():
+    from recs.evaluators.ope.intervals import _THRESHOLDS, poisson_weights
+    w = poisson_weights(np.random.default_rng(11), (50, 20_000))
+    u = np.random.default_rng(11).integers(0, 1 << 32, size=(50, 20_000), dtype=np.uint32)
+    assert np.array_equal(w, np.searchsorted(_THRESHOLDS, u.astype(np.int64), side="right").astype(np.float32))
+    # and the thresholds are Poisson(1)'s CDF
+    k = np.arange(len(_THRESHOLDS))
+    cdf = np.cumsum(np.exp(-1.0) / np.array([math.factorial(i) for i in k]))
+    assert np.allclose(_THRESHOLDS / 2.0 ** 32, cdf, atol=2 ** -32)
+    assert abs(w.mean() - 1) < 0.01 and abs(w.var() - 1) < 0.02
 
 
 def test_estimates_recover_truth_on_supported_targets():

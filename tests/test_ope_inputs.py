@@ -94,3 +94,86 @@ def test_plackett_luce_marginals():
     assert np.all(m.sum(axis=0) <= 1 + 1e-9)
     top = plackett_luce_marginals(scores, 2, 0.0)
     assert np.array_equal(top, np.array([[1, 0, 0, 0], [0, 1, 0, 0]], float))
+
+
+# ---- alignment: chunking, ordering, lazy inputs ------------------------------------------------------------------
+def _values(inp):
+    from recs.evaluators.ope import IPS, SNIPS
+    return IPS().decompose(inp).value(), SNIPS().decompose(inp).value()
+
+
+def _by_slot(inp) -> dict:
+    return dict(zip(zip(inp.request_ids[inp.req_idx], inp.position.tolist()), inp.target_prob.tolist()))
+
+
+def test_alignment_independent_of_row_order_chunking_and_laziness(frames, tmp_path):
+    logs, target = frames
+    ref = build_inputs(logs, target)
+    shuffled = build_inputs(logs.sample(fraction=1.0, shuffle=True, seed=1),
+                            target.sample(fraction=1.0, shuffle=True, seed=2), chunk_rows=97)
+    logs.write_parquet(tmp_path / "l.parquet")
+    target.write_csv(tmp_path / "t.csv")
+    lazy = build_inputs(pl.scan_parquet(tmp_path / "l.parquet"), pl.scan_csv(tmp_path / "t.csv"), chunk_rows=250)
+    for other in (shuffled, lazy):
+        assert other.n_requests == ref.n_requests and other.n_impressions == ref.n_impressions
+        assert np.allclose(_values(other), _values(ref), rtol=1e-12)
+        # the same (request, position) -> target probability, whatever the order
+        assert _by_slot(other) == _by_slot(ref)
+        assert other.target_mass_total == pytest.approx(ref.target_mass_total, rel=1e-12)
+        assert np.isclose(other.t_prob.sum(), ref.t_prob.sum(), rtol=1e-12)
+
+
+def test_errors_name_the_global_row_when_chunked(frames):
+    logs, target = frames
+    bad = logs.with_columns(pl.when(pl.int_range(pl.len()) == 777).then(1.5).otherwise(pl.col("propensity"))
+                            .alias("propensity"))
+    with pytest.raises(OPEInputError, match=r"logs: row 778: field propensity: 1.5"):
+        build_inputs(bad, target, chunk_rows=100)
+    dup = pl.concat([logs, logs.slice(3, 1)])
+    with pytest.raises(OPEInputError, match=rf"row {logs.height + 1}: duplicate \(request_id='r0', position=3\)"):
+        build_inputs(dup, target, chunk_rows=64)
+
+
+def test_target_checks_span_chunks(frames):
+    logs, target = frames
+    r0 = target.filter(pl.col("request_id") == "r0", pl.col("position") == 0)
+    # the same key again at the end of the file, far from its first row: a duplicate across chunks
+    with pytest.raises(OPEInputError, match=r"duplicate \(request_id='r0', position=0, item_id="):
+        build_inputs(logs, pl.concat([target, r0.head(1)]), chunk_rows=50)
+    # a cell whose rows are split between chunks and only sum above 1 together
+    extra = pl.DataFrame({"request_id": ["r0"], "position": [0], "item_id": ["never-logged"], "prob": [0.5]})
+    with pytest.raises(OPEInputError, match=r"request_id='r0' at position 0 sum to 1\.5"):
+        build_inputs(logs, pl.concat([target, extra]), chunk_rows=50)
+
+
+def test_items_only_the_target_mentions(frames):
+    logs, target = frames
+    extra = pl.DataFrame({"request_id": ["r1", "r1"], "position": [0, 0], "item_id": ["new-a", "new-b"],
+                          "prob": [0.0, 0.0]})
+    t = target.with_columns(pl.when(pl.col("request_id") == "r1").then(pl.col("prob") * 0.5)
+                            .otherwise(pl.col("prob")).alias("prob"))
+    mass_r1_p0 = t.filter(pl.col("request_id") == "r1", pl.col("position") == 0)["prob"].sum()
+    extra = extra.with_columns(prob=pl.lit((1 - mass_r1_p0) / 2))
+    inp = build_inputs(logs, pl.concat([t, extra]))
+    assert inp.unseen_item_mass == pytest.approx(1 - mass_r1_p0)
+    assert np.sum(inp.t_item_code == -1) == 2  # distinct items, both unknown to the reward model
+
+
+def test_logger_probabilities_measure_zero_propensity_mass(frames):
+    logs, target = frames
+    # the logger's full distribution = the logged rows; the target's mass elsewhere has logger probability 0
+    logger = logs.select("request_id", "position", "item_id", pl.col("propensity").alias("prob"))
+    inp = build_inputs(logs, target, logger_probs=logger)
+    on_logged = float(np.sum(inp.target_prob))
+    assert inp.zero_propensity_mass == pytest.approx(inp.target_mass_total - on_logged, rel=1e-9)
+
+
+def test_label_status_in_logs_drops_pending_requests(frames):
+    logs, _ = frames
+    with_status = logs.with_columns(
+        purchase=pl.col("position") == 1,
+        label_status=pl.when(pl.col("request_id") == "r5").then(pl.lit("pending")).otherwise(pl.lit("matured")))
+    j = attach_labels(with_status, None, "purchase")
+    assert j.pending_requests_dropped == 1 and "r5" not in j.logs["request_id"].to_list()
+    final = attach_labels(with_status.drop("label_status"), None, "purchase")
+    assert final.pending_requests_dropped == 0 and final.source.endswith("(taken as final)")

@@ -26,7 +26,7 @@ class RewardModelConfig:
     num_leaves: int = 31
     min_data_in_leaf: int = 50
     item_buckets: int = 50_000
-    num_threads: int = 2
+    num_threads: int = 1  # trains on distinct feature rows: one thread is enough and never spins
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,13 +50,14 @@ class RewardPredictions:
 
 
 _MAX_POS = 1 << 20
+_DENSE = 1 << 24  # distinct-key tables up to this size are dense (bincount); beyond, sorted (np.unique)
 
 
 def _keys(position, surface, anonymous, item_code, buckets: int) -> np.ndarray:
     """One int64 per distinct feature row (every feature is discrete), so the model trains and predicts on
-    distinct rows only: exact for weighted L2 and cross-entropy, and fast on 10M impressions."""
+    distinct rows only: exact for weighted L2 and cross-entropy, and fast on 10M impressions. Item -1: unknown."""
     item = np.where(item_code >= 0, item_code % buckets + 1, 0)
-    pos = np.minimum(position, _MAX_POS - 1)
+    pos = np.minimum(position, _MAX_POS - 1).astype(np.int64)
     return ((pos * 3 + (surface.astype(np.int64) + 1)) * 2 + anonymous.astype(np.int64)) * (buckets + 1) + item
 
 
@@ -69,13 +70,50 @@ def _decode(keys: np.ndarray, buckets: int) -> np.ndarray:
     return np.column_stack([pos, surf_f, anon, item_f]).astype(np.float64)
 
 
+class _KeySet:
+    """Distinct int64 keys seen chunk by chunk, then dense codes: a bitmap while keys are small, else sorted."""
+
+    def __init__(self) -> None:
+        self.bits = np.zeros(0, dtype=bool)
+        self.sorted: np.ndarray | None = None
+        self.slot: np.ndarray | None = None
+
+    def add(self, keys: np.ndarray) -> None:
+        top = int(keys.max(initial=-1)) + 1
+        if self.sorted is None and top <= _DENSE:
+            if top > len(self.bits):
+                self.bits = np.concatenate([self.bits, np.zeros(top - len(self.bits), dtype=bool)])
+            self.bits[keys] = True
+            return
+        if self.sorted is None:
+            self.sorted = np.flatnonzero(self.bits)
+        self.sorted = np.union1d(self.sorted, keys)
+
+    def freeze(self) -> np.ndarray:
+        """The distinct keys, sorted; afterwards `codes` maps keys to their index in it."""
+        if self.sorted is None:
+            self.sorted = np.flatnonzero(self.bits)
+            self.slot = np.zeros(len(self.bits), dtype=np.int64)
+            self.slot[self.sorted] = np.arange(len(self.sorted))
+            self.bits = np.zeros(0, dtype=bool)
+        return self.sorted
+
+    def codes(self, keys: np.ndarray) -> np.ndarray:
+        return self.slot[keys] if self.slot is not None else np.searchsorted(self.sorted, keys)
+
+
+_CHUNK = 1 << 20
+
+
 def fit_reward_model(inp: OPEInputs, config: RewardModelConfig = RewardModelConfig()) -> RewardPredictions:
-    """Cross-fit the reward model by request and predict on every impression and target row."""
+    """Cross-fit the reward model by request and predict on every impression and target row.
+
+    Works in chunks of rows on integer keys: (1) the distinct feature rows, (2) per-fold counts and reward sums
+    of the logged ones, (3) one model per fold trained on the other folds' sums, predicting every distinct row,
+    (4) each row's prediction by lookup. Memory is O(distinct rows + chunk) beyond the output arrays."""
     import lightgbm as lgb
 
-    b = config.item_buckets
-    s_log, a_log = inp.req_surface[inp.req_idx], inp.req_anonymous[inp.req_idx]
-    s_tgt, a_tgt = inp.req_surface[inp.t_req_idx], inp.req_anonymous[inp.t_req_idx]
+    b, F = config.item_buckets, config.n_folds
     y = inp.reward
     bounded = bool(np.all((y >= 0) & (y <= 1)))
     params = {
@@ -84,50 +122,75 @@ def fit_reward_model(inp: OPEInputs, config: RewardModelConfig = RewardModelConf
         "min_data_in_leaf": 1, "num_threads": config.num_threads,
         "max_cat_threshold": 64, "cat_smooth": 10.0, "verbose": -1, "seed": config.seed, "deterministic": True,
     }
-    rng = np.random.default_rng(config.seed)
-    fold_of_req = rng.permutation(inp.n_requests) % config.n_folds
-    fold_log, fold_tgt = fold_of_req[inp.req_idx], fold_of_req[inp.t_req_idx]
-    q_log, q_tgt = np.zeros(len(y)), np.zeros(len(inp.t_prob))
+    fold_of_req = (np.random.default_rng(config.seed).permutation(inp.n_requests) % F).astype(np.int64)
+    N, M = inp.n_impressions, len(inp.t_prob)
+    # items each fold's model trains on; the others are "missing" for it, in logged and target rows alike, so
+    # q_hat_k is a fixed function of the features, independent of fold k's data, and DR stays unbiased
     n_codes = max(inp.n_items, int(inp.item_code.max(initial=-1)) + 1, int(inp.t_item_code.max(initial=-1)) + 1)
-    for k in range(config.n_folds):
-        train = fold_log != k
-        # items this fold's model never trained on are "missing" for it, in logged and target rows alike, so
-        # q_hat_k is a fixed function of (features) independent of fold k's data and DR stays unbiased
-        seen = np.zeros(n_codes + 1, dtype=bool)
-        seen[inp.item_code[train]] = True
-        seen[-1] = False
+    item_f = np.zeros(F * n_codes)
+    for lo in range(0, N, _CHUNK):
+        sl = slice(lo, lo + _CHUNK)
+        item_f += np.bincount(fold_of_req[inp.req_idx[sl]] * n_codes + inp.item_code[sl], minlength=F * n_codes)
+    item_f = item_f.reshape(F, n_codes)
+    seen = np.zeros((F, n_codes + 1), dtype=bool)  # column -1: unknown items
+    seen[:, :n_codes] = (item_f.sum(axis=0) - item_f) > 0
 
-        def keys(pos, surf, anon, code):
-            return _keys(pos, surf, anon, np.where(seen[code], code, -1), b)
+    def rows(logged: bool):
+        """(slice, fold, key as trained, key as predicted) per chunk of logged or target rows."""
+        req, pos, item = ((inp.req_idx, inp.position, inp.item_code) if logged
+                          else (inp.t_req_idx, inp.t_position, inp.t_item_code))
+        for lo in range(0, N if logged else M, _CHUNK):
+            sl = slice(lo, lo + _CHUNK)
+            r, it = req[sl], item[sl]
+            fold, s, a = fold_of_req[r], inp.req_surface[r], inp.req_anonymous[r]
+            ku = _keys(pos[sl], s, a, it, b) if logged else None
+            yield sl, fold, ku, _keys(pos[sl], s, a, np.where(seen[fold, it], it, -1), b)
 
-        uk, inv = np.unique(keys(inp.position[train], s_log[train], a_log[train], inp.item_code[train]),
-                            return_inverse=True)
-        count = np.bincount(inv, minlength=len(uk)).astype(np.float64)
-        mean_y = np.bincount(inv, weights=y[train], minlength=len(uk)) / np.maximum(count, 1)
+    keyset = _KeySet()
+    for logged in (True, False):
+        for _, _, ku, km in rows(logged):
+            keyset.add(km)
+            if ku is not None:
+                keyset.add(ku)
+    uniq = keyset.freeze()
+    U = len(uniq)
+    count, total = np.zeros(F * U), np.zeros(F * U)
+    for sl, fold, ku, _ in rows(True):
+        c = fold * U + keyset.codes(ku)
+        count += np.bincount(c, minlength=F * U)
+        total += np.bincount(c, weights=y[sl], minlength=F * U)
+    count, total = count.reshape(F, U), total.reshape(F, U)
+    X = _decode(uniq, b)
+    pred = np.zeros((F, U), dtype=np.float32)
+    for k in range(F):
+        cnt, tot = count.sum(axis=0) - count[k], total.sum(axis=0) - total[k]
+        has = np.flatnonzero(cnt > 0)
+        mean_y = tot[has] / cnt[has]
+        ybar = float(tot.sum() / cnt.sum()) if cnt.sum() > 0 else float(y.mean())
+        if len(has) == 0 or np.all(mean_y == mean_y[0]):
+            pred[k] = mean_y[0] if len(has) else ybar
+            continue
         # min_data_in_leaf counts impressions, not distinct rows: enforce it as a floor on the leaf's hessian
-        ybar = float(y[train].mean()) if train.any() else 0.5
         h = max(ybar * (1 - ybar), 1e-3) if bounded else 1.0
         params["min_sum_hessian_in_leaf"] = config.min_data_in_leaf * h
-        if len(uk) == 0 or np.all(mean_y == mean_y[0]):
-            const = float(mean_y[0]) if len(uk) else float(y.mean())
-            q_log[fold_log == k], q_tgt[fold_tgt == k] = const, const
-            continue
-        ds = lgb.Dataset(_decode(uk, b), label=mean_y, weight=count, categorical_feature=[1, 3],
+        ds = lgb.Dataset(X[has], label=mean_y, weight=cnt[has], categorical_feature=[1, 3],
                          params={"min_data_in_bin": 1, "verbose": -1})
         booster = lgb.train(params, ds, num_boost_round=config.num_boost_round)
-        for sel, cols, out in (
-            (fold_log == k, (inp.position, s_log, a_log, inp.item_code), q_log),
-            (fold_tgt == k, (inp.t_position, s_tgt, a_tgt, inp.t_item_code), q_tgt),
-        ):
-            if sel.any():
-                pk, pinv = np.unique(keys(*(c[sel] for c in cols)), return_inverse=True)
-                out[sel] = booster.predict(_decode(pk, b), num_threads=config.num_threads)[pinv]
+        pred[k] = booster.predict(X, num_threads=config.num_threads)
+    q_log, q_tgt = np.empty(N, np.float32), np.empty(M, np.float32)
+    for logged, out in ((True, q_log), (False, q_tgt)):
+        for sl, fold, _, km in rows(logged):
+            out[sl] = pred[fold, keyset.codes(km)]
     return RewardPredictions(q_log, q_tgt)
 
 
 def dm_per_request(inp: OPEInputs, q: RewardPredictions) -> np.ndarray:
-    """sum_{p, a} pi(a at p | x_r) q_hat(x_r, a, p) for every request (R,)."""
-    return per_request_sum(inp.t_req_idx, inp.t_prob * q.target, inp.n_requests)
+    """sum_{p, a} pi(a at p | x_r) q_hat(x_r, a, p) for every request (R,), chunk by chunk of target rows."""
+    out = np.zeros(inp.n_requests)
+    for lo in range(0, len(inp.t_prob), _CHUNK):
+        sl = slice(lo, lo + _CHUNK)
+        out += per_request_sum(inp.t_req_idx[sl], inp.t_prob[sl] * q.target[sl], inp.n_requests)
+    return out
 
 
 @dataclass(frozen=True)

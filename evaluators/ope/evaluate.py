@@ -1,6 +1,7 @@
 """Run a set of estimators on aligned inputs: values, clustered intervals, lift over the logger, diagnostics."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +89,7 @@ class OPEReport:
     logging_boot: Interval | None
     diagnostics: dict
     warnings: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -101,28 +103,42 @@ class OPEReport:
                         **({"bootstrap": self.logging_boot.to_dict()} if self.logging_boot else {})},
             "diagnostics": {k: (_num(v) if isinstance(v, float) else v) for k, v in self.diagnostics.items()},
             "warnings": list(self.warnings),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
-def decompositions(inp: OPEInputs, config: OPEConfig,
-                   q: RewardPredictions | None = None) -> tuple[dict[str, Decomposition], RewardPredictions | None]:
-    """Per-request decompositions of every configured estimator (fits the reward model if one needs it)."""
+def decompositions(inp: OPEInputs, config: OPEConfig, q: RewardPredictions | None = None,
+                   timings: dict[str, float] | None = None) -> tuple[dict[str, Decomposition],
+                                                                    RewardPredictions | None]:
+    """Per-request decompositions of every configured estimator (fits the reward model if one needs it; stage
+    wall times into `timings` when given)."""
     ests = [config.build(n) for n in config.estimators]
     if any(e.name == "pi" for e in ests) and inp.slate_pscore is None:
         raise OPEInputError("estimator pi needs a slate_propensity column in the logs")
     if q is None and any(e.needs_model for e in ests):
+        t0 = time.perf_counter()
         q = fit_reward_model(inp, config.reward_model)
-    return {e.name: e.decompose(inp, q) for e in ests}, q
+        if timings is not None:
+            timings["reward_model"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decs = {e.name: e.decompose(inp, q) for e in ests}
+    if timings is not None:
+        timings["estimators"] = time.perf_counter() - t0
+    return decs, q
 
 
 def run_ope(inp: OPEInputs, config: OPEConfig = OPEConfig(), q: RewardPredictions | None = None) -> OPEReport:
-    """Estimate the target's value per request with every configured estimator."""
-    decs, _ = decompositions(inp, config, q)
+    """Estimate the target's value per request with every configured estimator (stage wall times in `timings`)."""
+    timings: dict[str, float] = {}
+    decs, _ = decompositions(inp, config, q, timings)
     R = inp.n_requests
     base = Decomposition(per_request_sum(inp.req_idx, inp.reward, R))
     v0, psi0 = base.value(), base.influence()
     logging = normal_interval(v0, stderr_of(psi0), config.level)
+    t0 = time.perf_counter()
     reps = bootstrap({**decs, "__logging__": base}, config.n_bootstrap, config.seed) if config.n_bootstrap else {}
+    if reps:
+        timings["bootstrap"] = time.perf_counter() - t0
     logging_boot = percentile_interval(v0, reps["__logging__"], config.level) if reps else None
     estimates = {}
     for name, dec in decs.items():
@@ -136,9 +152,11 @@ def run_ope(inp: OPEInputs, config: OPEConfig = OPEConfig(), q: RewardPrediction
         estimates[name] = Estimate(name, normal_interval(v, stderr_of(psi), config.level),
                                    normal_interval(lift, stderr_of(psi_l), config.level),
                                    v * R / inp.n_impressions, boot, lift_boot)
+    t0 = time.perf_counter()
     diag, warns = diagnose(inp, config.thresholds)
+    timings["diagnostics"] = time.perf_counter() - t0
     for name in ("snips", "sndr"):
         if name in estimates and not np.isfinite(estimates[name].normal.value):
             warns.append(f"{name} is undefined: every logged impression has target probability 0")
     return OPEReport(R, inp.n_impressions, inp.reward_name, config.level, estimates, logging, logging_boot,
-                     diag, warns)
+                     diag, warns, timings)

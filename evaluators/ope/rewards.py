@@ -44,14 +44,20 @@ def attach_labels(logs: pl.DataFrame, labels: pl.DataFrame | None, reward: str, 
     """Attach the reward column from `labels` (when given) and drop requests whose labels are still pending.
 
     Clicks are known at once, so `clicked` never needs maturity. Without labels, delayed rewards must already
-    be logged (e.g. the simulator's `log_policy` output) and are taken as final.
+    be logged: with a `label_status` column in the logs, pending requests are dropped the same way; without one
+    (e.g. the simulator's `log_policy` output) they are taken as final (source "logs (taken as final)").
     """
-    if labels is None or reward not in DELAYED:
+    if reward not in DELAYED:
         return LabelJoin(logs, 0, "logs")
+    if labels is None:
+        if "label_status" not in logs.columns:
+            return LabelJoin(logs, 0, "logs (taken as final)")
+        out = logs.with_columns((pl.col("label_status") == "matured").fill_null(False).alias("_matured"))
+        return _drop_pending(out, reward, include_pending, f"{labels_source} (label_status)")
     if reward not in labels.columns:
         raise OPEInputError(f"{labels_source}: no column {reward!r}")
     lab = labels.select("request_id", pl.col("position").cast(pl.Int64), pl.col(reward).alias("_reward"),
-                        (pl.col("label_status") == "matured").alias("_matured"))
+                        (pl.col("label_status") == "matured").fill_null(False).alias("_matured"))
     out = logs.drop(reward, strict=False).with_columns(pl.col("position").cast(pl.Int64)).join(
         lab, on=["request_id", "position"], how="left")
     missing = out.filter(pl.col("_reward").is_null())
@@ -59,12 +65,17 @@ def attach_labels(logs: pl.DataFrame, labels: pl.DataFrame | None, reward: str, 
         r = missing.row(0, named=True)
         raise OPEInputError(f"{labels_source}: no label for request_id={r['request_id']!r} position={r['position']} "
                             f"({missing.height} logged impressions unlabelled; were labels built from these logs?)")
+    return _drop_pending(out.rename({"_reward": reward}), reward, include_pending, labels_source)
+
+
+def _drop_pending(out: pl.DataFrame, reward: str, include_pending: bool, source: str) -> LabelJoin:
+    """Drop whole requests with a pending row (flag column `_matured`) unless `include_pending`."""
     dropped = 0
     if not include_pending:
         pending = out.filter(~pl.col("_matured"))["request_id"].unique()
         dropped = len(pending)
         out = out.filter(~pl.col("request_id").is_in(pending.implode()))
         if out.height == 0:
-            raise OPEInputError(f"{labels_source}: every logged request is still pending (no matured {reward} "
+            raise OPEInputError(f"{source}: every logged request is still pending (no matured {reward} "
                                 "labels); pass --include-pending to use them anyway")
-    return LabelJoin(out.rename({"_reward": reward}).drop("_matured"), dropped, labels_source)
+    return LabelJoin(out.drop("_matured"), dropped, source)

@@ -9,6 +9,7 @@ over the `support` best items per slot), "deterministic" (the best items, one pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -111,11 +112,14 @@ class SyntheticBandit:
                 "propensity": prop.ravel(), "target_prob": pi[gk, pos, item].ravel(),
                 "clicked": clicked.ravel(), "slate_propensity": np.prod(prop, axis=1)}
 
-    def frames(self, n_requests: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Canonical-style impressions and the target-probs frame for `n_requests` logged requests."""
+    def frames(self, n_requests: int, seed: int, start: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Canonical-style impressions and the target-probs frame for `n_requests` logged requests.
+
+        Request ids are `r{start}` .. `r{start + n_requests - 1}`, so chunks with distinct `seed` and `start`
+        make one larger log (see `write_parquet`)."""
         a = self.arrays(n_requests, seed)
         R, k = n_requests, self.k
-        logs = pl.DataFrame({"_r": np.repeat(np.arange(R), k), "_g": a["group"], "_i": a["item"],
+        logs = pl.DataFrame({"_r": np.repeat(np.arange(start, start + R), k), "_g": a["group"], "_i": a["item"],
                              "position": a["position"].astype(np.int64), "propensity": a["propensity"],
                              "clicked": a["clicked"],
                              "slate_propensity": np.repeat(a["slate_propensity"], k)})
@@ -129,8 +133,32 @@ class SyntheticBandit:
         _, _, _, pi, _ = self._world()
         gg, pp, ii = np.nonzero(pi)  # support cells of every group
         cells = pl.DataFrame({"_g": gg, "position": pp.astype(np.int64), "_i": ii, "prob": pi[gg, pp, ii]})
-        reqs = pl.DataFrame({"_r": np.arange(R), "_g": a["group"][::k]})
+        reqs = pl.DataFrame({"_r": np.arange(start, start + R), "_g": a["group"][::k]})
         target = (reqs.join(cells, on="_g", how="inner").sort("_r", "position", "_i")
                   .select((pl.lit("r") + pl.col("_r").cast(pl.Utf8)).alias("request_id"), "position",
                           (pl.lit("i") + pl.col("_i").cast(pl.Utf8)).alias("item_id"), "prob"))
         return logs, target
+
+    def write_parquet(self, logs_path: str | Path, target_path: str | Path, n_requests: int, seed: int = 0,
+                      chunk_requests: int = 100_000) -> tuple[int, int]:
+        """Write logs and target probabilities for `n_requests` requests, chunk by chunk (bounded memory).
+
+        Returns (impressions, target rows) written."""
+        import pyarrow.parquet as pq
+
+        writers: dict[str, pq.ParquetWriter] = {}
+        counts = [0, 0]
+        try:
+            for c, start in enumerate(range(0, n_requests, chunk_requests)):
+                n = min(chunk_requests, n_requests - start)
+                for j, (path, frame) in enumerate(zip((logs_path, target_path),
+                                                      self.frames(n, seed * 100_003 + c, start))):
+                    table = frame.to_arrow()
+                    if str(path) not in writers:
+                        writers[str(path)] = pq.ParquetWriter(str(path), table.schema)
+                    writers[str(path)].write_table(table)
+                    counts[j] += frame.height
+        finally:
+            for w in writers.values():
+                w.close()
+        return counts[0], counts[1]
