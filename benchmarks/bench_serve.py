@@ -1,22 +1,31 @@
-"""`recs serve` under load: a 100K-item bundle, one uvicorn worker, `recs loadtest` at 200 rps and a rate sweep.
+"""`recs serve` under load: a 100K-item bundle, `recs loadtest` rate sweep, then 2x the best rate with live updates.
 
-Prints p50/p99 per rate, the highest rate whose p99 stays under 120 ms, then a run at twice that rate with
-inventory updates sent during it: errors, fallback share, and whether any served item was ineligible at the time
-it was served (checked against a replay of the updates sent). The dataset, model and bundle are cached in
-`RECS_BENCH_SERVE_DIR` (default /tmp/recs_bench_serve) so reruns only repeat the load tests.
-Run: `.venv/bin/python -m benchmarks.run serve` (or `python -m benchmarks.bench_serve build` to only build).
+Per run: latency percentiles, errors, fallback share, the machine's load average before/after (the machine is
+shared) and the server's CPU time per request (all its processes; far less sensitive to neighbours than latency).
+Then twice the highest rate whose median p99 stayed under 120 ms, while stock-0 / restricted updates for items
+the server is recommending are POSTed every 0.5 s: every served slate in the server's audit log (all workers) is
+checked against the updates acknowledged before it started. The dataset, model and bundle are cached in
+`RECS_BENCH_SERVE_DIR` (default /tmp/recs_bench_serve).
+
+Run: `.venv/bin/python -m benchmarks.run serve`, or
+`.venv/bin/python -m benchmarks.bench_serve [build | profile] [--workers N] [--rates 100,200] [--repeat R]
+[--duration S] [--rank-skip-ms X] [--no-2x]` (`profile`: in-process CPU time per stage of the full path).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(os.environ.get("RECS_BENCH_SERVE_DIR", "/tmp/recs_bench_serve"))
 RECS = str(Path(sys.executable).with_name("recs"))
@@ -47,6 +56,11 @@ def build(log=print) -> tuple[Path, Path]:
         generate_keypair(keys)
     if not (bundle / "manifest.sig").is_file():
         export_bundle(model, bundle, keys / "signing_key.pem", overwrite=True)
+    users = ROOT / "users.txt"
+    if not users.is_file():
+        import polars as pl
+
+        users.write_text("\n".join(pl.read_parquet(ds / "users.parquet")["user_id"].to_list()) + "\n")
     return bundle, keys / "signing_key.pub.pem"
 
 
@@ -58,14 +72,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, workers: int, timeout_s: float = 600.0) -> None:
+    """Until /readyz answers and (several workers) every worker process is up."""
     end = time.time() + timeout_s
     while time.time() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"recs serve exited with code {proc.returncode}")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                if r.status == 200:
+                up = len(psutil.Process(proc.pid).children()) >= workers if workers > 1 else True
+                if r.status == 200 and up:
                     return
         except OSError:
             pass
@@ -73,12 +89,31 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 300.0) -> N
     raise RuntimeError("recs serve did not become ready")
 
 
-def _loadtest(url: str, rate: float, duration: float, out: Path) -> dict:
+def _server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the server process and all its children so far."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _loadtest(url: str, rate: float, duration: float, out: Path, server_pid: int) -> dict:
     cmd = [RECS, "loadtest", "--url", url, "--rate", str(rate), "--duration", str(duration), "--warmup", "2",
            "--users-file", str(ROOT / "users.txt"),
            "--timeout", "5", "--server-cores", "1", "--save", str(out), "--json"]
+    load0, cpu0 = os.getloadavg()[0], _server_cpu_s(server_pid)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    cpu1, load1 = _server_cpu_s(server_pid), os.getloadavg()[0]
+    r = json.loads(out.read_text())
+    sent = r["requests"] + int(round(rate * 2))          # measured requests + the 2 s warm-up
+    r.update(load_before=load0, load_after=load1, server_cpu_ms_per_request=(cpu1 - cpu0) * 1000 / max(sent, 1))
+    return r
 
 
 def _post(url: str, body: dict) -> None:
@@ -89,70 +124,89 @@ def _post(url: str, body: dict) -> None:
 
 
 def _row(r: dict) -> str:
-    return (f"{r['target_rps']:>6.0f} rps  achieved {r['achieved_rps']:7.1f}  p50 {r['p50_ms']:8.2f} ms  "
-            f"p99 {r['p99_ms']:8.2f} ms  errors {r['errors']:>5}  fallback {r['fallback_share']:.3f}  "
-            f"client_limited {r.get('client_limited')}")
+    return (f"{r['target_rps']:>6.0f} rps  achieved {r['achieved_rps']:7.1f}  p50 {r['p50_ms']:7.2f}  "
+            f"p90 {r['p90_ms']:7.2f}  p99 {r['p99_ms']:8.2f}  p99.9 {r['p999_ms']:8.2f} ms  "
+            f"errors {r['errors']:>4}  fallback {r['fallback_share']:.3f}  "
+            f"cpu/req {r['server_cpu_ms_per_request']:.2f} ms  client_limited {r.get('client_limited')}  "
+            f"load {r['load_before']:.1f}->{r['load_after']:.1f}")
 
 
-def main() -> None:
+def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, duration: float = 10.0,
+        rank_skip_ms: float | None = None, twice: bool = True) -> None:
+    """Start `recs serve`, sweep, then the 2x run with live updates and the audit check."""
     bundle, pub = build()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    audit = ROOT / "served_audit.jsonl"
-    audit.unlink(missing_ok=True)
+    audit = ROOT / f"served_audit_w{workers}.jsonl"
+    for old in ROOT.glob(audit.name + "*"):
+        old.unlink()
     env = dict(os.environ, RECS_ADMIN_TOKEN="bench")
-    users = ROOT / "users.txt"
-    if not users.is_file():
-        import polars as pl
-
-        users.write_text("\n".join(pl.read_parquet(ROOT / "data" / "users.parquet")["user_id"].to_list()) + "\n")
+    cmd = [RECS, "serve", "--bundle", str(bundle), "--public-key", str(pub), "--port", str(port),
+           "--workers", str(workers), "--audit-log", str(audit)]
+    if rank_skip_ms is not None:
+        cmd += ["--rank-skip-ms", str(rank_skip_ms)]
     t = time.perf_counter()
-    proc = subprocess.Popen([RECS, "serve", "--bundle", str(bundle), "--public-key", str(pub), "--port",
-                             str(port), "--workers", "1", "--audit-log", str(audit)], env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    sent: list[tuple[float, str, str]] | None = None
     try:
-        _wait_ready(url, proc)
-        print(f"server ready after {time.perf_counter() - t:.1f} s (verify + load of the 100K-item bundle); "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        runs = {}
-        for rate in SWEEP:
-            runs[rate] = _loadtest(url, rate, 10, ROOT / f"lt_{rate}.json")
-            print(_row(runs[rate]), flush=True)
-        ok = [r for r, v in runs.items() if v["p99_ms"] < P99_BUDGET_MS and v["errors"] == 0]
-        best = max(ok) if ok else min(SWEEP)
-        print(f"highest swept rate with p99 < {P99_BUDGET_MS:.0f} ms and no errors: {best if ok else 'none'} rps")
-        # 2x: send stock-0 / restricted updates during the run, then check every served item against them.
-        stop = threading.Event()
-        sent: list[tuple[float, str, str]] = []
-        ids = _popular_ids(url)
-
-        def updates() -> None:
-            j = 0
-            while not stop.is_set() and j < len(ids):
-                kind = "stock" if j % 2 == 0 else "restricted"
-                body = {"item_id": ids[j], "kind": kind, "value": 0 if kind == "stock" else 1}
-                try:
-                    _post(url + "/v1/inventory", body)
-                    sent.append((time.time(), kind, ids[j]))
-                except OSError:
-                    pass
-                j += 1
-                stop.wait(0.5)
-
-        th = threading.Thread(target=updates, daemon=True)
-        th.start()
-        r2 = _loadtest(url, 2 * best, 10, ROOT / "lt_2x.json")
-        stop.set()
-        th.join()
-        print("2x: " + _row(r2))
-        print(f"inventory updates sent during the 2x run: {len(sent)}")
-        print(_audit_check(audit, sent))
-        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        _wait_ready(url, proc, workers)
+        print(f"server ready after {time.perf_counter() - t:.1f} s ({workers} worker(s), verify + load of the "
+              f"100K-item bundle); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        print("command: " + " ".join(cmd))
+        runs: dict[int, list[dict]] = {}
+        for j in range(repeat):
+            for rate in rates:
+                r = _loadtest(url, rate, duration, ROOT / f"lt_w{workers}_{rate}_{j}.json", proc.pid)
+                runs.setdefault(rate, []).append(r)
+                print(_row(r), flush=True)
+        med = {rate: statistics.median(r["p99_ms"] for r in rs) for rate, rs in runs.items()}
+        ok = [rate for rate, rs in runs.items() if med[rate] < P99_BUDGET_MS and all(r["errors"] == 0 for r in rs)]
+        for rate in rates:
+            print(f"  {rate} rps: median p99 {med[rate]:.2f} ms over {len(runs[rate])} run(s), median fallback "
+                  f"{statistics.median(r['fallback_share'] for r in runs[rate]):.3f}, median cpu/req "
+                  f"{statistics.median(r['server_cpu_ms_per_request'] for r in runs[rate]):.2f} ms")
+        best = max(ok) if ok else min(rates)
+        print(f"highest swept rate with median p99 < {P99_BUDGET_MS:.0f} ms and no errors: "
+              f"{best if ok else 'none'} rps")
+        if twice:
+            sent = _twice(url, 2 * best, duration, workers, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if sent is not None:   # after shutdown: every worker has flushed and closed its audit file
+        print(_audit_check(audit, sent))
+
+
+def _twice(url: str, rate: float, duration: float, workers: int, server_pid: int) -> list[tuple[float, str, str]]:
+    """2x the best rate while stock-0 / restricted updates arrive; returns (ack time, kind, item) per update."""
+    stop = threading.Event()
+    sent: list[tuple[float, str, str]] = []
+    ids = _popular_ids(url)
+
+    def updates() -> None:
+        j = 0
+        while not stop.is_set() and j < len(ids):
+            kind = "stock" if j % 2 == 0 else "restricted"
+            body = {"item_id": ids[j], "kind": kind, "value": 0 if kind == "stock" else 1}
+            try:
+                _post(url + "/v1/inventory", body)
+                sent.append((time.time(), kind, ids[j]))
+            except OSError:
+                pass
+            j += 1
+            stop.wait(0.5)
+
+    th = threading.Thread(target=updates, daemon=True)
+    th.start()
+    r2 = _loadtest(url, rate, duration, ROOT / f"lt_w{workers}_2x.json", server_pid)
+    stop.set()
+    th.join()
+    print("2x: " + _row(r2))
+    print(f"inventory updates acknowledged during the 2x run: {len(sent)}")
+    return sent
 
 
 def _popular_ids(url: str) -> list[str]:
@@ -165,23 +219,109 @@ def _popular_ids(url: str) -> list[str]:
 
 
 def _audit_check(audit: Path, sent: list[tuple[float, str, str]]) -> str:
-    """Every served item vs the filter updates acknowledged before the response was produced."""
-    if not audit.is_file():
+    """Every served item (every worker's audit file) vs the filter updates acknowledged before it was computed."""
+    files = sorted(audit.parent.glob(audit.name + "*"))
+    if not files:
         return "no audit log written: filtered-item check NOT done"
     filtered_at = {iid: ts for ts, _, iid in sent}
     n = bad = 0
-    for line in audit.read_text().splitlines():
-        rec = json.loads(line)
-        n += 1
-        for iid in rec["items"]:
-            t = filtered_at.get(iid)
-            if t is not None and rec["t"] > t:
-                bad += 1
-    return f"served responses audited: {n:,}; items served after being filtered: {bad}"
+    for f in files:
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:       # the last line of a file still being written
+                continue
+            n += 1
+            for iid in rec["items"]:
+                t = filtered_at.get(iid)
+                if t is not None and rec["t"] > t:
+                    bad += 1
+    return (f"served responses audited ({len(files)} audit file(s)): {n:,}; "
+            f"items served after being filtered: {bad}")
+
+
+def profile(n: int = 300) -> None:
+    """In-process CPU time per stage of the full path (known users, 60 % home / 40 % search), and two pauses."""
+    import gc
+    import random
+
+    import numpy as np
+
+    from recs.features.compute import compute_features
+    from recs.features.online import online_inputs
+    from recs.models.base import RetrievalQuery
+    from recs.serving.runtime import Runtime
+    from recs.serving.served import HOME, SEARCH, ServeConfig, load_served
+
+    bundle, pub = build()
+    cfg = ServeConfig(deadline_ms=1e9, shed_queue_ms=1e9, rank_skip_ms=0)
+    served = load_served(bundle, pub, cfg)
+    rt, p = Runtime(served, cfg), served.pipeline
+    t = time.perf_counter()
+    gc.collect()
+    print(f"full gc collection after loading: {(time.perf_counter() - t) * 1000:.1f} ms "
+          f"({len(gc.get_objects()):,} tracked objects)")
+    known = [u for u in (ROOT / "users.txt").read_text().split() if u in p.histories]
+    rng = random.Random(1)
+    words = ["sh", "a", "ko", "dre", "phone", "s", "bl", "ca", "t", "m"]
+    reqs = [rt.build_request(served, HOME if i % 5 < 3 else SEARCH, rng.choice(known), f"s{i}",
+                             None if i % 5 < 3 else rng.choice(words), f"r{i}") for i in range(n)]
+    cands = [p.candidates(r) for r in reqs]
+    xs = [compute_features(online_inputs(r, ids, p.state, f), p.snapshot, p.attrs) for r, (ids, f) in zip(reqs, cands)]
+
+    def cpu_ms(fn) -> float:
+        t0 = time.process_time()
+        for i in range(n):
+            fn(i)
+        return (time.process_time() - t0) / n * 1000
+
+    print(f"{len(known):,} of the load test's users have history; {n} full-path requests, "
+          f"{np.mean([len(x) for x in xs]):.0f} candidates each on average; CPU ms per request:")
+    print(f"  full path (Runtime._full_path)  {cpu_ms(lambda i: rt._full_path(served, reqs[i], 10)):.2f}")
+    print(f"  candidates (all retrieval)      {cpu_ms(lambda i: p.candidates(reqs[i])):.2f}")
+    for name, r in p.retrievers.items():
+        def one(i: int, r=r, name=name) -> None:
+            quota = p.blend.quota(name, reqs[i].surface)
+            if quota > 0:
+                r.retrieve(RetrievalQuery(reqs[i], p.history(reqs[i].user_id), p.state), quota)
+        print(f"    retriever {name:<20}  {cpu_ms(one):.2f}")
+    def features(i: int) -> None:
+        compute_features(online_inputs(reqs[i], cands[i][0], p.state, cands[i][1]), p.snapshot, p.attrs)
+
+    print(f"  features (compute_features)     {cpu_ms(features):.2f}")
+    print(f"  ranker predict ({p.ranker.booster.num_trees()} trees)     {cpu_ms(lambda i: p.ranker.predict(xs[i])):.2f}")
+    st = p.state
+    st.is_eligible([st.item_ids[0]])
+    st.apply_inventory("stock", st.item_ids[1], int(st.stock[1]))
+    t = time.perf_counter()
+    st.is_eligible([st.item_ids[0]])
+    print(f"first eligibility check after an inventory update: {(time.perf_counter() - t) * 1000:.1f} ms "
+          f"({len(st.blocked_from_us)} blocked sellers)")
+
+
+def main() -> None:
+    """The default benchmark: one worker, the full sweep, the 2x run."""
+    run()
+
+
+def _cli(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_serve")
+    ap.add_argument("what", nargs="?", choices=["build", "run", "profile"], default="run")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--rates", default=",".join(map(str, SWEEP)))
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rank-skip-ms", type=float, default=None)
+    ap.add_argument("--no-2x", action="store_true")
+    a = ap.parse_args(argv)
+    if a.what == "build":
+        build()
+        return
+    if a.what == "profile":
+        profile()
+        return
+    run(a.workers, tuple(int(x) for x in a.rates.split(",")), a.repeat, a.duration, a.rank_skip_ms, not a.no_2x)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["build"]:
-        build()
-    else:
-        main()
+    _cli(sys.argv[1:])

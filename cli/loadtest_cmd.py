@@ -108,12 +108,13 @@ def register(app: typer.Typer) -> None:
         overhead_ms: float = typer.Option(0.0, "--overhead-ms", help="Part of the budget spent outside the server (network, gateway)."),
         max_error_rate: float = typer.Option(0.001, "--max-error-rate", help="Highest error rate of a usable run."),
         server_cores: Optional[float] = typer.Option(None, "--server-cores", help="Cores the measured server used (overrides the JSON)."),
+        max_fallback_share: float = typer.Option(0.05, "--max-fallback-share", help="Highest share of degraded (fallback) answers of a usable run."),
         json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     ) -> None:
         """Servers and cores needed at peak from measured per-core throughput; prints every assumption."""
         try:
             cfg = CapacityConfig(peak_qps, p99_budget_ms, cache_hit, cache_hit_cost, headroom, cores_per_server,
-                                 zones, spare_per_zone, overhead_ms, max_error_rate, server_cores)
+                                 zones, spare_per_zone, overhead_ms, max_error_rate, server_cores, max_fallback_share)
             plan = plan_capacity(cfg, read_measurements(measured, server_cores))
         except (ValueError, CapacityError) as exc:
             fail(str(exc))

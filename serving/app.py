@@ -2,36 +2,36 @@
 
 Handlers are `async` and compute inline on the event loop: one worker is one core, requests run in arrival order
 with no thread hand-off, and every write to the online state is serialised with the reads. A small ASGI
-middleware counts requests in flight and stamps their arrival, which drives load shedding. Only reload runs
-off-loop (verification and loading take seconds) and is swapped in on the loop.
+middleware counts requests in flight and stamps their arrival, which drives load shedding, (with `--workers N`)
+first applies the writes other workers journaled (serving/journal.py), and answers valid GET requests of the two
+serving endpoints without routing (serving/fastpath.py). Only reload runs off-loop (verification and loading take
+seconds) and is swapped in on the loop (serving/reload.py).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-import itertools
 import json
+import logging
 import os
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Literal
-from urllib.parse import parse_qsl
 
 from fastapi import Body, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from recs.bundle.errors import BundleVerificationError
+from recs.serving.fastpath import ENDPOINTS, FastGet, parse_query
+from recs.serving.journal import JOURNAL_NAME, Journal
 from recs.serving.metrics import Gauge
-from recs.serving.runtime import HOME, SEARCH, Result, Runtime, ServeConfig, load_served
-
-_ENDPOINTS = {"/v1/recommendations": HOME, "/v1/suggestions": SEARCH}
-HOME_PARAMS = frozenset({"user_id", "session_id", "k"})
-SEARCH_PARAMS = frozenset({"q", "user_id", "session_id", "k"})
+from recs.serving.reload import Reloader, journal_loop
+from recs.serving.runtime import Runtime
+from recs.serving.served import HOME, SEARCH, ServeConfig, load_served, settle_heap
 
 
 class Item(BaseModel):
@@ -66,6 +66,21 @@ class EventIn(BaseModel):
     kind: Literal["click", "add_to_cart", "purchase"] = "click"
 
 
+class NewItemAttrs(BaseModel):
+    """Catalog attributes of a `new_item` (required when the item id is not in the catalog yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    category: str = Field(min_length=1, max_length=128)
+    subcategory: str = Field(min_length=1, max_length=128)
+    seller_id: str = Field(min_length=1, max_length=128)
+    brand: str = Field(min_length=1, max_length=128)
+    title: str = Field(min_length=1, max_length=512)
+    price: float = Field(gt=0, allow_inf_nan=False)
+    stock: int = Field(default=0, ge=0)
+    restricted: bool = False
+    created_at: datetime | None = None
+
+
 class InventoryIn(BaseModel):
     """A live inventory update. `blocked_seller` takes `seller_id` (blocked from `ts`, or at once without one)."""
 
@@ -73,9 +88,9 @@ class InventoryIn(BaseModel):
     kind: Literal["stock", "price", "restricted", "new_item", "blocked_seller"]
     item_id: str | None = Field(default=None, min_length=1, max_length=128)
     seller_id: str | None = Field(default=None, min_length=1, max_length=128)
-    value: float = 0.0
+    value: float = Field(default=0.0, allow_inf_nan=False)
     ts: datetime | None = None
-    attrs: dict[str, Any] | None = None
+    attrs: NewItemAttrs | None = None
 
 
 class ReloadIn(BaseModel):
@@ -91,11 +106,13 @@ def _error(status: int, msg: str, detail: Any = None) -> JSONResponse:
 
 
 class InFlight:
-    """ASGI middleware: counts HTTP requests in flight, stamps their arrival (`scope['state']['t_in']`) and, when
-    the server is overloaded, answers well-formed GET requests from the shed path before any routing."""
+    """ASGI middleware: counts HTTP requests in flight, stamps their arrival (`scope['state']['t_in']`), runs
+    `before` (with a journal: apply other workers' writes), answers what `fast` answers (valid GET /v1/*), and
+    counts exceptions that escape the app (a 500) in `recs_errors_total{stage="unhandled"}`."""
 
-    def __init__(self, app, runtime: Runtime, fast: Callable[[dict, float], bytes | None] | None = None) -> None:
-        self.app, self.runtime, self.fast = app, runtime, fast
+    def __init__(self, app, runtime: Runtime, fast: Callable[[dict, float], bytes | None] | None = None,
+                 before: Callable[[], None] | None = None) -> None:
+        self.app, self.runtime, self.fast, self.before = app, runtime, fast, before
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -106,6 +123,8 @@ class InFlight:
         self.runtime.in_flight += 1
         try:
             await asyncio.sleep(0)  # let requests that arrived together all register before any computes
+            if self.before is not None:
+                self.before()
             body = self.fast(scope, t_in) if self.fast is not None else None
             if body is not None:
                 await send({"type": "http.response.start", "status": 200,
@@ -114,6 +133,9 @@ class InFlight:
                 await send({"type": "http.response.body", "body": body})
                 return
             await self.app(scope, receive, send)
+        except Exception:
+            self.runtime.metrics.errors.inc("unhandled")
+            raise
         finally:
             self.runtime.in_flight -= 1
 
@@ -135,47 +157,40 @@ class AuditLog:
 
 
 def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None,
-               audit_log: str | Path | None = None) -> FastAPI:
-    """The FastAPI app serving `runtime`; `/admin/reload` verifies new bundles with `public_key`."""
+               audit_log: str | Path | None = None, workers: int = 1) -> FastAPI:
+    """The FastAPI app serving `runtime`; `/admin/reload` verifies new bundles with `public_key`.
+
+    `workers`: how many processes share `runtime.journal` (a reload waits for that many to swap)."""
     cfg: ServeConfig = runtime.cfg
     m = runtime.metrics
     audit = AuditLog(audit_log)
-    counter = itertools.count(1)
-    reload_lock = asyncio.Lock()
+    reloader = Reloader(runtime, public_key, workers)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        settle_heap()
+        poller = None
+        if runtime.journal is not None:
+            runtime.publish_status()   # this worker is up: /admin/reload on any worker now waits for it too
+            poller = asyncio.create_task(journal_loop(runtime, reloader))
         yield
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         audit.close()
 
     app = FastAPI(title="recs reference server", version="1", description=__doc__, lifespan=lifespan)
     app.state.runtime = runtime
-    def fast_shed(scope: dict, t_in: float) -> bytes | None:
-        """Overloaded: answer a valid GET /v1/* with the filtered popular list, skipping routing and validation."""
-        surface = _ENDPOINTS.get(scope["path"])
-        if surface is None or scope["method"] != "GET" or not runtime.overloaded(time.perf_counter() - t_in):
-            return None
-        try:
-            qp = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True, strict_parsing=True))
-            k = int(qp.get("k", 5 if surface == SEARCH else 10))
-        except ValueError:
-            return None
-        allowed = SEARCH_PARAMS if surface == SEARCH else HOME_PARAMS
-        if not 1 <= k <= cfg.max_k or not qp.keys() <= allowed or (surface == SEARCH and "q" not in qp):
-            return None  # let the normal path produce the 422
-        wall = time.time()
-        res, version = runtime.shed(surface, k)
-        lat = time.perf_counter() - t_in
-        body = {"items": [{"item_id": i, "score": s} for i, s in zip(res.item_ids, res.scores)],
-                "bundle_version": version, "stages": ["shed", *res.stages], "fallback": True,
-                "latency_ms": round(lat * 1000, 3)}
-        if surface == SEARCH:
-            body["completions"] = []
-        m.request_seconds.observe(lat, surface)
-        m.requests.inc(surface, "200")
-        audit.write(wall, surface, res.item_ids, version)
-        return json.dumps(body).encode()
+    fast = FastGet(runtime, audit)
 
-    app.add_middleware(InFlight, runtime=runtime, fast=fast_shed)
+    def catch_up() -> None:
+        """Other workers' inventory updates, events and reloads, before this request computes anything."""
+        runtime.sync()
+        reloader.poll()
+
+    app.add_middleware(InFlight, runtime=runtime, fast=fast.answer,
+                       before=catch_up if runtime.journal is not None else None)
     m.extra = [
         Gauge("recs_in_flight", "Requests in flight", (), lambda: {(): runtime.in_flight}),
         Gauge("recs_cache_hit_ratio", "Cache hits / lookups since start", ("cache",),
@@ -191,7 +206,7 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         errs = exc.errors()
         first = errs[0] if errs else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
-        m.requests.inc(_ENDPOINTS.get(request.url.path, request.url.path), "422")
+        m.requests.inc(ENDPOINTS.get(request.url.path, request.url.path), "422")
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}",
                       [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errs])
 
@@ -201,62 +216,15 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
             raise RequestValidationError([{"loc": ("query", unknown[0]), "msg": "unknown query parameter",
                                            "type": "extra_forbidden"}])
 
-    def _respond(request: Request, endpoint: str, res: Result, version: str, t_start: float,
-                 wall: float) -> JSONResponse:
-        lat = (time.perf_counter() - request.scope["state"].get("t_in", t_start))
-        body: dict[str, Any] = {
-            "items": [{"item_id": i, "score": round(s, 6)} for i, s in zip(res.item_ids, res.scores)],
-            "bundle_version": version, "stages": res.stages, "fallback": res.fallback,
-            "latency_ms": round(lat * 1000, 3)}
-        if endpoint == SEARCH:
-            body["completions"] = [{"query": q, "score": round(s, 6)} for q, s in res.completions]
-        m.request_seconds.observe(lat, endpoint)
-        m.requests.inc(endpoint, "200")
-        audit.write(wall, endpoint, res.item_ids, version)
-        return JSONResponse(body)
-
-    def _serve(request: Request, surface: str, user_id: str | None, session_id: str | None, q: str | None,
-               k: int) -> JSONResponse:
-        t_start = time.perf_counter()
-        wall = time.time()
-        waited = t_start - request.scope["state"].get("t_in", t_start)
-        rt = runtime
-        req = rt.build_request(rt.current, surface, user_id, session_id, q, f"r{next(counter)}")
-        res, version = rt.recommend(req, k, waited)
-        return _respond(request, surface, res, version, t_start, wall)
-
-    def _params(request: Request, allowed: frozenset[str], need_q: bool) -> tuple | JSONResponse:
-        """Hand-rolled query validation (FastAPI's per-request model solving cost more than the cache hit)."""
-        qp = request.query_params
-        for name in qp.keys():
-            if name not in allowed:
-                return _invalid_param(request, name, "unknown query parameter")
-        vals = {}
-        for name in ("user_id", "session_id"):
-            v = qp.get(name)
-            if v is not None and not 1 <= len(v) <= cfg.max_id_chars:
-                return _invalid_param(request, name, f"length must be 1..{cfg.max_id_chars}")
-            vals[name] = v
-        raw_k = qp.get("k")
-        k = 5 if need_q else 10
-        if raw_k is not None:
-            try:
-                k = int(raw_k)
-            except ValueError:
-                return _invalid_param(request, "k", "Input should be a valid integer")
-            if not 1 <= k <= cfg.max_k:
-                return _invalid_param(request, "k", f"Input should be between 1 and {cfg.max_k}")
-        q = qp.get("q")
-        if need_q:
-            if q is None:
-                return _invalid_param(request, "q", "Field required")
-            if len(q) > cfg.max_query_chars:
-                return _invalid_param(request, "q", f"String should have at most {cfg.max_query_chars} characters")
-        return vals["user_id"], vals["session_id"], q, k
-
-    def _invalid_param(request: Request, name: str, msg: str) -> JSONResponse:
-        m.requests.inc(_ENDPOINTS.get(request.url.path, request.url.path), "422")
-        return _error(422, f"query.{name}: {msg}", [{"loc": ["query", name], "msg": msg}])
+    def _get(request: Request, surface: str) -> Response:
+        """A GET the middleware declined: answer 422 for the first problem (or serve it, if it is valid)."""
+        parsed = parse_query(request.query_params.multi_items(), surface, cfg)
+        if len(parsed) == 2:
+            name, msg = parsed
+            m.requests.inc(surface, "422")
+            return _error(422, f"query.{name}: {msg}", [{"loc": ["query", name], "msg": msg}])
+        t_in = request.scope.get("state", {}).get("t_in", time.perf_counter())
+        return Response(fast.serve(surface, parsed, t_in), media_type="application/json")
 
     def _doc_params(need_q: bool, default_k: int) -> dict:
         ids = {"type": "string", "minLength": 1, "maxLength": cfg.max_id_chars}
@@ -276,21 +244,13 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
              openapi_extra=_doc_params(False, 10))
     async def recommendations(request: Request) -> Response:
         """Home-page recommendations for a user (or an anonymous session). Unknown parameters: 422."""
-        p = _params(request, HOME_PARAMS, False)
-        if isinstance(p, JSONResponse):
-            return p
-        user_id, session_id, _, k = p
-        return _serve(request, HOME, user_id, session_id, None, k)
+        return _get(request, HOME)
 
     @app.get("/v1/suggestions", response_model=SuggestResponse, tags=["serving"],
              openapi_extra=_doc_params(True, 5))
     async def suggestions(request: Request) -> Response:
         """Search-bar query completions and product suggestions for a typed prefix. Unknown parameters: 422."""
-        p = _params(request, SEARCH_PARAMS, True)
-        if isinstance(p, JSONResponse):
-            return p
-        user_id, session_id, q, k = p
-        return _serve(request, SEARCH, user_id, session_id, q, k)
+        return _get(request, SEARCH)
 
     @app.post("/v1/events", tags=["online state"])
     async def events(request: Request, event: EventIn) -> Response:
@@ -311,7 +271,8 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         if key is None:
             return _error(422, f"body.{field_name}: required for kind {update.kind!r}")
         try:
-            version = runtime.apply_inventory(update.kind, key, update.value, update.ts, update.attrs)
+            attrs = update.attrs.model_dump() if update.attrs is not None else None
+            version = runtime.apply_inventory(update.kind, key, update.value, update.ts, attrs)
         except KeyError as e:
             return _error(422, f"body.{field_name}: {e.args[0]}")
         except (ValueError, TypeError) as e:
@@ -329,21 +290,8 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         if not given or not hmac.compare_digest(given.encode(), admin_token.encode()):
             m.reloads.inc("unauthorized")
             return _error(401, "missing or wrong admin token")
-        if reload_lock.locked():
-            return _error(409, "a reload is already in progress")
-        async with reload_lock:
-            old = runtime.current.version
-            try:
-                new = await run_in_threadpool(load_served, body.bundle, public_key, cfg)
-            except BundleVerificationError as e:
-                m.reloads.inc("refused")
-                return _error(400, f"bundle refused, still serving {old}: {e}")
-            except Exception as e:  # verified but not loadable, or not found
-                m.reloads.inc("failed")
-                return _error(400, f"bundle not loaded, still serving {old}: {type(e).__name__}: {e}")
-            runtime.adopt(new)
-            m.reloads.inc("ok")
-        return JSONResponse({"ok": True, "previous": old, "bundle_version": new.version})
+        status, out = await reloader.reload(body.bundle)
+        return JSONResponse(out, status_code=status)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
@@ -353,7 +301,8 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
     async def readyz() -> Response:
         cur = runtime.current
         return JSONResponse({"ready": True, "bundle_version": cur.version, "items": len(cur.state),
-                             "state_version": cur.state.version})
+                             "state_version": cur.state.version, "worker": runtime.worker_name,
+                             "journal_offset": runtime.journal.offset if runtime.journal is not None else None})
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
@@ -363,11 +312,30 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory for `--workers N`: each worker verifies and loads the bundle named in the environment."""
+    """uvicorn factory for `--workers N`: each worker verifies and loads the bundle itself, then joins the journal.
+
+    A worker started late (uvicorn restarts one that died) loads the bundle of the journal's last reload and
+    replays every inventory update and event, so it serves the same state as the others."""
     cfg = ServeConfig(**json.loads(os.environ.get("RECS_SERVE_CONFIG", "{}")))
     key = os.environ["RECS_SERVE_PUBLIC_KEY"]
-    served = load_served(os.environ["RECS_SERVE_BUNDLE"], key, cfg)
+    bundle = os.environ["RECS_SERVE_BUNDLE"]
+    run_dir = os.environ.get("RECS_SERVE_RUN_DIR")
+    journal = Journal(Path(run_dir) / JOURNAL_NAME) if run_dir else None
+    last = journal.last_reload() if journal is not None else None
+    served = None
+    if last is not None:
+        try:
+            served = load_served(last[1]["bundle"], key, cfg)
+        except Exception as e:
+            logging.getLogger("recs.serve").error("worker %d: journaled bundle %s not loaded (%s); serving %s",
+                                                  os.getpid(), last[1].get("bundle"), e, bundle)
+    if served is None:
+        served = load_served(bundle, key, cfg)
+    runtime = Runtime(served, cfg)
+    if journal is not None:
+        runtime.attach_journal(journal, run_dir, last[0] if last else 0)
     audit = os.environ.get("RECS_SERVE_AUDIT") or None
     if audit:
         audit = f"{audit}.{os.getpid()}"
-    return create_app(Runtime(served, cfg), key, os.environ.get("RECS_ADMIN_TOKEN") or None, audit)
+    return create_app(runtime, key, os.environ.get("RECS_ADMIN_TOKEN") or None, audit,
+                      int(os.environ.get("RECS_SERVE_WORKERS", "1")))

@@ -1,7 +1,8 @@
 """Capacity model: servers and cores needed at peak from measured per-core throughput at the p99 budget.
 
-    sustainable per-core rate  r  = max over measured runs with p99 <= budget - overhead and error rate <= max
-                                     of achieved_rps / server_cores
+    sustainable per-core rate  r  = max over measured runs with p99 <= budget - overhead, error rate <= max and
+                                     fallback share <= max (a server meeting the budget by serving popular lists
+                                     to most requests is shedding, not sustaining) of achieved_rps / server_cores
     load in cache-miss units   L  = peak_qps * ((1 - cache_hit) + cache_hit * cache_hit_cost)
     usable per-core rate       u  = r * (1 - headroom)
     cores serving peak         C  = ceil(L / u);   servers  S = ceil(C / cores_per_server)
@@ -43,6 +44,7 @@ class CapacityConfig:
     overhead_ms: float = 0.0
     max_error_rate: float = 0.001
     server_cores: float | None = None
+    max_fallback_share: float = 0.05
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,6 +59,7 @@ class CapacityConfig:
             (0 <= self.overhead_ms < self.p99_budget_ms, "--overhead-ms must be in [0, p99 budget)"),
             (0 <= self.max_error_rate < 1, "--max-error-rate must be in [0, 1)"),
             (self.server_cores is None or self.server_cores > 0, "--server-cores must be > 0"),
+            (0 <= self.max_fallback_share <= 1, "--max-fallback-share must be in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -77,6 +80,7 @@ class Measurement:
     server_cores: float
     client_limited: bool
     target_rps: float | None
+    fallback_share: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -126,6 +130,7 @@ def read_measurements(paths: list[Path], server_cores: float | None) -> list[Mea
                 errors=int(_num(run, "errors", where)), requests=int(req) if req is not None else None,
                 server_cores=cores, client_limited=bool(run.get("client_limited", False)),
                 target_rps=_num(run, "target_rps", where, required=False),
+                fallback_share=_num(run, "fallback_share", where, required=False),
             ))
     if not out:
         raise CapacityError("no measurements given")
@@ -146,13 +151,15 @@ class CapacityPlan:
 def plan_capacity(cfg: CapacityConfig, measurements: list[Measurement]) -> CapacityPlan:
     """Servers and cores for `cfg.peak_qps` from the best measured run that met the p99 budget."""
     budget = cfg.server_budget_ms
-    ok = [m for m in measurements if m.p99_ms <= budget and m.error_rate <= cfg.max_error_rate and m.achieved_rps > 0]
+    ok = [m for m in measurements if m.p99_ms <= budget and m.error_rate <= cfg.max_error_rate and m.achieved_rps > 0
+          and (m.fallback_share is None or m.fallback_share <= cfg.max_fallback_share)]
     if not ok:
         best = min(measurements, key=lambda m: m.p99_ms)
+        fb = f", fallback share {best.fallback_share:.1%}" if best.fallback_share is not None else ""
         raise CapacityError(
-            f"no measured run met p99 <= {budget:g} ms with error rate <= {cfg.max_error_rate:g} "
-            f"(best: p99 {best.p99_ms:g} ms, error rate {best.error_rate:.2%} at {best.achieved_rps:g} rps "
-            f"in {best.source}); measure at a lower rate"
+            f"no measured run met p99 <= {budget:g} ms with error rate <= {cfg.max_error_rate:g} and fallback "
+            f"share <= {cfg.max_fallback_share:g} (best: p99 {best.p99_ms:g} ms, error rate {best.error_rate:.2%}"
+            f"{fb} at {best.achieved_rps:g} rps in {best.source}); measure at a lower rate"
         )
     chosen = max(ok, key=lambda m: m.per_core_rps)
     notes: list[str] = []
@@ -165,7 +172,8 @@ def plan_capacity(cfg: CapacityConfig, measurements: list[Measurement]) -> Capac
                      "(measure a higher rate to find the knee)")
     rejected = [m for m in measurements if m not in ok]
     if rejected:
-        notes.append(f"{len(rejected)} measured run(s) exceeded the p99 budget or error rate and were not used")
+        notes.append(f"{len(rejected)} measured run(s) exceeded the p99 budget, error rate or fallback share and "
+                     "were not used")
 
     load = cfg.peak_qps * ((1 - cfg.cache_hit) + cfg.cache_hit * cfg.cache_hit_cost)
     usable = chosen.per_core_rps * (1 - cfg.headroom)
@@ -191,6 +199,7 @@ def plan_capacity(cfg: CapacityConfig, measurements: list[Measurement]) -> Capac
         "zones": cfg.zones,
         "spare_servers_per_zone": cfg.spare_per_zone,
         "max_error_rate": cfg.max_error_rate,
+        "max_fallback_share": cfg.max_fallback_share,
         "throughput_scales_linearly_with_cores": True,
         "measured_traffic_is_cache_miss_traffic": True,
     }
@@ -211,5 +220,6 @@ def plan_capacity(cfg: CapacityConfig, measurements: list[Measurement]) -> Capac
     }
     chosen_d = {"source": chosen.source, "achieved_rps": chosen.achieved_rps, "p99_ms": chosen.p99_ms,
                 "server_cores": chosen.server_cores, "error_rate": round(chosen.error_rate, 5),
+                "fallback_share": chosen.fallback_share,
                 "client_limited": chosen.client_limited}
     return CapacityPlan(assumptions, chosen_d, results, notes)

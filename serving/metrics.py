@@ -98,11 +98,13 @@ class ServerMetrics:
         self.inventory = Counter("recs_inventory_updates_total", "Inventory updates applied", ("kind",))
         self.events = Counter("recs_events_total", "Session events recorded", ("kind",))
         self.reloads = Counter("recs_reloads_total", "Bundle reload attempts", ("result",))
+        self.journal = Counter("recs_journal_applied_total", "Writes of other workers applied from the journal",
+                               ("op",))
         self.extra: list[Gauge] = []
 
     def render(self) -> str:
         lines: list[str] = []
         for m in (self.request_seconds, self.stage_seconds, self.requests, self.fallbacks, self.errors, self.cache,
-                  self.inventory, self.events, self.reloads, *self.extra):
+                  self.inventory, self.events, self.reloads, self.journal, *self.extra):
             lines.extend(m.render())
         return "\n".join(lines) + "\n"

@@ -1,68 +1,35 @@
-"""The serving runtime: a verified bundle loaded into a `Pipeline`, its caches, and the degrading request path.
+"""The serving runtime: the current `Served` bundle (serving/served.py), live writes, and the degrading request path.
 
 One `Served` (bundle + pipeline + caches) is current at a time; `/admin/reload` builds a new one off the event loop
 and swaps the reference in one assignment, so a request sees either the old model or the new one, never a mix,
 and a bundle that fails verification never replaces the one serving.
 
-Request path (`Runtime.recommend`): cache (requests without history) -> retrieval -> ranker (skipped when
-retrieval used up its share of the deadline or the ranker raises: retrieval order) -> re-rank + policy filters
--> top up from popular-by-category lists. Load shedding (too many requests in flight, or a request that already
-waited too long in the queue) and any exception in retrieval or re-ranking serve the popular-by-category lists.
-Every path, cache hits included, passes the policy filters against the live state at the request's time.
+Request path (`Runtime.recommend`): cache (requests without history) -> retrieval -> ranker (skipped when queue
+pressure is above `rank_skip_ms`, when retrieval used up its share of the deadline, or when it raises: retrieval
+order) -> re-rank + policy filters -> top up from popular-by-category lists. Load shedding (too many requests in
+flight, a request that already waited too long, or more queued work than the deadline) and any exception in
+retrieval or re-ranking serve the popular-by-category lists. Every path, cache hits included, passes the policy
+filters against the live state at the request's time. With `--workers N`, writes go through the shared journal
+(serving/journal.py) and `sync` applies the other workers' writes before each request.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import numpy as np
 
-from recs.bundle.load import VerifiedBundle, load_verified
-from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Request
 from recs.features.online import attrs_from_state
-from recs.models.pipeline import Pipeline
 from recs.models.rerank import policy_filter, rerank
-from recs.serving.cache import VersionedTTLCache
+from recs.serving.journal import Journal, decode_inventory, event_record, inventory_record, write_status
 from recs.serving.metrics import ServerMetrics
-
-SEARCH, HOME = "search", "home"
-
-
-@dataclass
-class ServeConfig:
-    """Request-path settings. Times in milliseconds unless named otherwise."""
-
-    deadline_ms: float = 50.0
-    retrieve_share: float = 0.6        # ranker skipped when retrieval took more than this share of the deadline
-    shed_in_flight: int = 64           # more requests in flight than this: serve the popular lists
-    shed_queue_ms: float = 30.0        # a request that waited longer than this before starting: popular lists
-    home_ttl_s: float = 30.0
-    search_ttl_s: float = 60.0
-    cache_entries: int = 20_000
-    max_k: int = 100
-    max_query_chars: int = 100
-    max_id_chars: int = 128
-    inventory_log: int = 200_000       # live inventory updates kept to re-apply onto a reloaded bundle's state
-
-    def __post_init__(self) -> None:
-        if not self.deadline_ms > 0:
-            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
-        if not 0 < self.retrieve_share <= 1:
-            raise ValueError(f"retrieve_share must be in (0, 1], got {self.retrieve_share}")
-        if self.shed_in_flight < 1 or self.shed_queue_ms <= 0:
-            raise ValueError("shed_in_flight must be >= 1 and shed_queue_ms > 0")
-        if self.home_ttl_s <= 0 or self.search_ttl_s <= 0 or self.cache_entries < 1:
-            raise ValueError("cache TTLs must be > 0 and cache_entries >= 1")
-        if not 1 <= self.max_k <= 1000 or self.max_query_chars < 1 or self.max_id_chars < 1:
-            raise ValueError("max_k must be in [1, 1000]; max_query_chars and max_id_chars >= 1")
-
+from recs.serving.served import SEARCH, ServeConfig, Served
 
 @dataclass
 class Result:
@@ -74,52 +41,6 @@ class Result:
     fallback: bool
     completions: list[tuple[str, float]] = field(default_factory=list)
     reason: str = ""                   # why a degraded path served it ("" when none)
-
-
-@dataclass
-class Served:
-    """A loaded bundle: what one model version needs to answer requests."""
-
-    bundle: VerifiedBundle
-    pipeline: Pipeline
-    version: str
-    caches: dict[str, VersionedTTLCache]
-    loaded_at: float
-
-    @property
-    def state(self) -> OnlineState:
-        return self.pipeline.state
-
-
-def bundle_version(vb: VerifiedBundle) -> str:
-    """`<model id or policy id>@<first 12 hex of the manifest's SHA-256>`: unique per signed bundle."""
-    digest = hashlib.sha256((vb.path / "manifest.json").read_bytes()).hexdigest()[:12]
-    name = vb.model.get("model_id") or vb.manifest.doc.get("model", {}).get("model_id") or "model"
-    return f"{name}@{digest}"
-
-
-def load_served(bundle_path: str | Path, public_key: Any, cfg: ServeConfig) -> Served:
-    """Verify, then load. Raises BundleVerificationError (refused) or another exception (unloadable model)."""
-    vb = load_verified(bundle_path, public_key)
-    try:
-        vb.recheck()  # a folder bundle: make sure nothing changed between verification and loading
-        pipe = Pipeline.load(vb.path)
-        _warm(pipe)
-    except BaseException:
-        vb.close()
-        raise
-    caches = {HOME: VersionedTTLCache(cfg.home_ttl_s, cfg.cache_entries),
-              SEARCH: VersionedTTLCache(cfg.search_ttl_s, cfg.cache_entries)}
-    return Served(vb, pipe, bundle_version(vb), caches, time.time())
-
-
-def _warm(pipe: Pipeline) -> None:
-    """Run a few requests through every stage so lazy indexes load before the first real request."""
-    now = datetime.now(timezone.utc)
-    users = [None] + list(itertools.islice(pipe.histories, 2))
-    for j, u in enumerate(users):
-        for surface, q in ((HOME, None), (SEARCH, "a"), (SEARCH, "sh")):
-            pipe.rank(Request(f"warm{j}", now, surface, u, f"warm{j}", q), 10)
 
 
 class Runtime:
@@ -134,6 +55,24 @@ class Runtime:
         self.inventory_dropped = 0
         self.service_ewma_s = 0.0   # recent full-path service time (exponentially weighted, alpha 0.05)
         self._shed_cache: dict[tuple[str, int], tuple[Served, int, float, Result]] = {}
+        # --workers N: the shared journal (serving/journal.py); None for a single process
+        self.journal: Journal | None = None
+        self.run_dir: Path | None = None
+        self.worker_name = str(os.getpid())
+        self.reload_skip_until = 0                            # reload records up to this offset are reflected
+        self.reload_target: tuple[int, dict] | None = None    # latest reload record another worker journaled
+        self.on_reload: Callable[[int, dict], None] | None = None
+
+    def attach_journal(self, journal: Journal, run_dir: str | Path, reload_skip_until: int = 0,
+                       worker_name: str | None = None) -> None:
+        """Share writes with the other worker processes through `journal`; catch up on what it already holds.
+
+        The app publishes the worker's status once it serves (lifespan start)."""
+        self.journal, self.run_dir = journal, Path(run_dir)
+        self.reload_skip_until = reload_skip_until
+        if worker_name:
+            self.worker_name = worker_name
+        self.sync()
 
     # ---- request path ------------------------------------------------------------------------------------------
     def build_request(self, served: Served, surface: str, user_id: str | None, session_id: str | None,
@@ -167,22 +106,31 @@ class Runtime:
         key = self.cache_key(served, req, k)
         if key is not None:
             t0 = time.perf_counter()
-            hit = served.caches[req.surface].get(key, served.state.version)
+            cache = served.caches[req.surface]
+            hit = cache.get(key)
             if hit is not None:
                 res = self._from_cache(served, req, k, hit)
                 m.stage_seconds.observe(time.perf_counter() - t0, "cache")
                 if res is not None:
                     m.cache.inc(req.surface, "hit")
                     return res, served.version
+                cache.delete(key)      # an item of it is no longer eligible at this request's time
             m.cache.inc(req.surface, "miss")
         t_full = time.perf_counter()
-        res = self._full_path(served, req, k)
+        res = self._full_path(served, req, k, rank=not self.pressed(waited_s))
         self.service_ewma_s += 0.05 * (time.perf_counter() - t_full - self.service_ewma_s)
         if res.reason:
             m.fallbacks.inc(req.surface, res.reason)
         elif key is not None:
-            served.caches[req.surface].put(key, served.state.version, res)
+            served.caches[req.surface].put(key, res, res.item_ids)
         return res, served.version
+
+    def pressed(self, waited_s: float) -> bool:
+        """Queue pressure (this request's wait plus the others in flight at the recent full-path service time)
+        above `rank_skip_ms`: answer in retrieval order, so the queue drains before anyone is shed."""
+        cfg = self.cfg
+        return cfg.rank_skip_ms > 0 and (
+            (waited_s + (self.in_flight - 1) * self.service_ewma_s) * 1000 > cfg.rank_skip_ms)
 
     def overloaded(self, waited_s: float) -> bool:
         """The load-shedding rule: too many requests in flight, this one already queued longer than
@@ -217,7 +165,7 @@ class Runtime:
             return None
         return Result(hit.item_ids, hit.scores, ["cache", *hit.stages], hit.fallback, hit.completions)
 
-    def _full_path(self, served: Served, req: Request, k: int) -> Result:
+    def _full_path(self, served: Served, req: Request, k: int, rank: bool = True) -> Result:
         p, m, cfg = served.pipeline, self.metrics, self.cfg
         budget_s = cfg.deadline_ms / 1000
         start = t0 = time.perf_counter()
@@ -243,7 +191,9 @@ class Runtime:
             return res
         stages, reason = ["retrieve"], ""
         use_ranker = p.ranker is not None
-        if use_ranker and t0 - start > budget_s * cfg.retrieve_share:
+        if use_ranker and not rank:
+            use_ranker, reason = False, "load_ranker_skipped"
+        elif use_ranker and t0 - start > budget_s * cfg.retrieve_share:
             use_ranker, reason = False, "deadline_ranker_skipped"
         scores = None
         if use_ranker:
@@ -307,23 +257,105 @@ class Runtime:
 
     # ---- writes ------------------------------------------------------------------------------------------------
     def apply_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> int:
-        """Apply one update to the live state (raises KeyError / ValueError on bad input); returns the new version."""
+        """Apply one update to the live state (raises KeyError / ValueError on bad input); returns the new version.
+
+        With a journal: under its lock, catch up with the other workers, apply (a bad update raises before anything
+        is written), then append; the caller answers only after the record is in the shared file."""
+        j = self.journal
+        if j is None:
+            return self._apply_inventory(kind, key, value, ts, attrs)
+        with j.locked():
+            self.sync()
+            version = self._apply_inventory(kind, key, value, ts, attrs)
+            j.append(inventory_record(kind, key, value, ts, attrs))
+        return version
+
+    def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
+        """Record a session event (journaled like inventory updates when workers share one)."""
+        j = self.journal
+        if j is None:
+            self._record_event(user_id, session_id, item_id, kind)
+            return
+        with j.locked():
+            self.sync()
+            self._record_event(user_id, session_id, item_id, kind)
+            j.append(event_record(user_id, session_id, item_id, kind))
+
+    def _apply_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> int:
         served = self.current
         served.state.apply_inventory(kind, key, value, ts, attrs)
         if kind == "new_item":
             served.pipeline.attrs = attrs_from_state(served.state)  # the state replaced its arrays
+        for cache in served.caches.values():
+            if kind in ("blocked_seller", "new_item"):
+                cache.clear()                 # may change any answer
+            else:
+                cache.invalidate_items((key,))
         if len(self.inventory_log) == self.inventory_log.maxlen:
             self.inventory_dropped += 1
         self.inventory_log.append((kind, key, value, ts, attrs))
         self.metrics.inventory.inc(kind)
         return served.state.version
 
-    def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
+    def _record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
         served = self.current
         if item_id not in served.state.index:
             raise KeyError(f"item_id: unknown item {item_id!r}")
         served.state.record_event(user_id, session_id, item_id, kind)
         self.metrics.events.inc(kind)
+
+    # ---- other workers' writes ---------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Apply the writes other workers appended to the journal since the last call (one fstat when none)."""
+        j = self.journal
+        if j is None or not j.pending():
+            return
+        for end, rec in j.read_new():
+            op = rec.get("op")
+            try:
+                if op == "inv":
+                    self._apply_inventory(*decode_inventory(rec))
+                elif op == "ev":
+                    self._record_event(rec["user"], rec["session"], rec["item"], rec["kind"])
+                elif op == "reload":
+                    if end <= self.reload_skip_until:
+                        continue
+                    self.reload_target = (end, rec)
+                    if self.on_reload is not None:
+                        self.on_reload(end, rec)
+                else:
+                    raise ValueError(f"unknown journal op {op!r}")
+                self.metrics.journal.inc(str(op))
+            except (KeyError, ValueError, TypeError):   # e.g. an item this bundle's catalog does not have
+                self.metrics.errors.inc("journal")
+
+    def publish_reload(self, new: Served, bundle: str) -> None:
+        """Adopt `new` (loaded by this worker) and, with a journal, tell the other workers to load it too."""
+        j = self.journal
+        if j is None:
+            self.adopt(new)
+            return
+        with j.locked():
+            self.sync()
+            self.adopt(new)
+            self.reload_skip_until = j.append({"op": "reload", "bundle": bundle, "version": new.version})
+            self.reload_target = None
+        self.publish_status()
+
+    def adopt_followed(self, end: int, new: Served) -> bool:
+        """Adopt a bundle another worker journaled at offset `end`, unless a later reload superseded it."""
+        self.sync()
+        if self.reload_target is None or self.reload_target[0] != end:
+            return False
+        self.adopt(new)
+        self.reload_skip_until, self.reload_target = end, None
+        self.publish_status()
+        return True
+
+    def publish_status(self) -> None:
+        """Write this worker's bundle version to the run directory (read by /admin/reload on any worker)."""
+        if self.run_dir is not None and self.journal is not None:
+            write_status(self.run_dir, self.worker_name, self.current.version, self.journal.offset)
 
     def adopt(self, new: Served) -> None:
         """Carry live state onto a freshly loaded bundle, then make it current (one reference assignment)."""

@@ -23,7 +23,7 @@ def _app() -> typer.Typer:
 
 def _run(rps: float, p99: float, errors: int = 0, requests: int = 10_000, cores: float | None = 1.0, **kw) -> dict:
     d = {"p50_ms": p99 / 3, "p90_ms": p99 / 2, "p99_ms": p99, "p999_ms": p99 * 1.5, "achieved_rps": rps,
-         "errors": errors, "fallback_share": 0.3, "requests": requests, "target_rps": rps, **kw}
+         "errors": errors, "fallback_share": 0.01, "requests": requests, "target_rps": rps, **kw}
     if cores is not None:
         d["server_cores"] = cores
     return d
@@ -67,6 +67,23 @@ def test_capacity_picks_the_fastest_run_within_budget_and_error_rate(tmp_path: P
         plan_capacity(CapacityConfig(p99_budget_ms=10), m)
 
 
+def test_capacity_ignores_runs_that_met_the_budget_by_degrading(tmp_path: Path) -> None:
+    """A run whose p99 held only because most answers were popular lists is shedding, not capacity."""
+    runs = [_run(200, 35, fallback_share=0.05), _run(800, 70, fallback_share=0.65), _run(400, 50)]
+    m = read_measurements([_write(tmp_path, "sweep.json", runs)], None)
+    plan = plan_capacity(CapacityConfig(), m)
+    assert plan.chosen["achieved_rps"] == 400 and plan.chosen["fallback_share"] == 0.01
+    assert plan.assumptions["max_fallback_share"] == 0.05 and any("fallback share" in n for n in plan.notes)
+    assert plan_capacity(CapacityConfig(max_fallback_share=0.7), m).chosen["achieved_rps"] == 800
+    with pytest.raises(CapacityError, match="fallback share <= 0.001"):
+        plan_capacity(CapacityConfig(max_fallback_share=0.001), m)
+    no_key = read_measurements([_write(tmp_path, "old.json", {k: v for k, v in _run(300, 40).items()
+                                                              if k != "fallback_share"})], None)
+    assert plan_capacity(CapacityConfig(), no_key).chosen["fallback_share"] is None   # older files still usable
+    with pytest.raises(ValueError, match="--max-fallback-share"):
+        CapacityConfig(max_fallback_share=1.5)
+
+
 def test_capacity_input_errors_name_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(CapacityError, match="no server_cores"):
         read_measurements([_write(tmp_path, "a.json", _run(100, 10, cores=None))], None)
@@ -106,15 +123,17 @@ def test_cli_loadtest_json_then_capacity(tmp_path: Path) -> None:
     assert d["latency_ms"]["p99"] == d["p99_ms"]
     assert json.loads((tmp_path / "lt.json").read_text()) == d
     r = runner.invoke(app, ["capacity", "--peak-qps", "180000", "--p99-budget-ms", "5000",
-                            "--measured", str(tmp_path / "lt.json"), "--cache-hit", "0.2", "--json"])
+                            "--measured", str(tmp_path / "lt.json"), "--cache-hit", "0.2", "--json",
+                            "--max-fallback-share", "1"])      # the stub marks every anonymous answer a fallback
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
     assert plan["kind"] == "capacity"
     assert plan["results"]["servers_total"] > 0 and plan["assumptions"]["cache_hit_share"] == 0.2
     r = runner.invoke(app, ["capacity", "--measured", str(tmp_path / "lt.json"), "--measured",
-                            str(tmp_path / "sweep.json"), "--p99-budget-ms", "5000", "--json"])
+                            str(tmp_path / "sweep.json"), "--p99-budget-ms", "5000", "--json",
+                            "--max-fallback-share", "1"])
     assert r.exit_code == 0 and json.loads(r.stdout)["chosen"]["source"].startswith(str(tmp_path))
-    r = runner.invoke(app, ["capacity", "--measured", str(tmp_path / "lt.json")])
+    r = runner.invoke(app, ["capacity", "--measured", str(tmp_path / "lt.json"), "--max-fallback-share", "1"])
     assert r.exit_code in (0, 2)  # human output renders (exit 2 only if this loaded machine missed 120 ms)
     assert "assumptions" in r.output or "no measured run met" in r.output
 

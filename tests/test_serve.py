@@ -3,37 +3,27 @@ from __future__ import annotations
 
 import random
 import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recs.bundle import export_bundle, generate_keypair
+from recs.bundle import export_bundle
 from recs.serving.app import create_app
-from recs.serving.runtime import Runtime, ServeConfig, load_served
+from recs.serving.runtime import Runtime
+from recs.serving.served import ServeConfig, load_served
+from _serve_fixtures import build_tiny_bundle
 
 TOKEN = "s3cret"
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from recs.models.train import TrainConfig, train_all
-    from recs.sim import SimConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("serve")
-    ds, model = root / "ds", root / "model"
-    generate_dataset(SimConfig(n_users=300, n_items=800, days=5, requests_per_day=1500, seed=3), ds)
-    train_all(ds, model, TrainConfig(retrievers=("popularity", "covisit", "content", "suggest"),
-                                     max_ranker_requests=800, holdout_days=1, ranker_days=2))
-    keys = generate_keypair(root / "keys")
-    export_bundle(model, root / "bundle", keys.private_key)
-    return {"root": root, "model": model, "bundle": root / "bundle",
-            "pub": root / "keys" / "signing_key.pub.pem", "priv": root / "keys" / "signing_key.pem"}
+    return build_tiny_bundle(tmp_path_factory.mktemp("serve"))
 
 
 def _client(built, cfg: ServeConfig | None = None) -> TestClient:
-    cfg = cfg or ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000)  # no degrading because the machine is slow
+    # no degrading because the machine is slow
+    cfg = cfg or ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
     served = load_served(built["bundle"], built["pub"], cfg)
     return TestClient(create_app(Runtime(served, cfg), built["pub"], TOKEN))
 
@@ -89,6 +79,10 @@ def test_openapi_health_ready_metrics(client):
     ("/v1/suggestions", {}, "q"),
     ("/v1/suggestions", {"q": "a", "page": 2}, "page"),
     ("/v1/recommendations", {"user_id": "u" * 200}, "user_id"),
+    ("/v1/recommendations", [("k", "3"), ("k", "4")], "k"),
+    ("/v1/recommendations", {"k": "1_0"}, "k"),
+    ("/v1/recommendations", {"k": "+5"}, "k"),
+    ("/v1/suggestions", {"q": "a", "session_id": ""}, "session_id"),
 ])
 def test_bad_requests_get_422_json(client, path, params, field):
     r = client.get(path, params=params)
@@ -127,6 +121,40 @@ def test_anonymous_cache_hit_and_invalidation_on_stock_zero(client):
     assert victim not in _ids_list(third) and third["stages"][0] != "cache"
     user = _known_user(client)
     assert victim not in _ids(client.get("/v1/recommendations", params={"user_id": user, "k": 50}))
+
+
+def test_cache_invalidation_is_per_item(client):
+    """An update drops exactly the cached answers holding the item; a blocked seller clears the cache."""
+    rt = client.app.state.runtime
+    p = {"session_id": "c1", "k": 5}
+    cached = _ids(client.get("/v1/recommendations", params=p))
+    st = rt.current.state
+    other = next(i for i in st.item_ids if i not in cached)
+    assert client.post("/v1/inventory", json={"kind": "price", "item_id": other, "value": 3.0}).status_code == 200
+    hit = client.get("/v1/recommendations", params=p).json()
+    assert hit["stages"][0] == "cache" and _ids_list(hit) == cached          # untouched by another item's update
+    assert client.post("/v1/inventory", json={"kind": "price", "item_id": cached[2], "value": 3.0}).status_code == 200
+    assert client.get("/v1/recommendations", params=p).json()["stages"][0] != "cache"   # held that item: dropped
+    assert client.get("/v1/recommendations", params=p).json()["stages"][0] == "cache"
+    seller = st.seller_id[st.index[other]]
+    client.post("/v1/inventory", json={"kind": "blocked_seller", "seller_id": seller})
+    assert len(rt.current.caches["home"]) == 0 and len(rt.current.caches["search"]) == 0
+
+
+def test_queue_pressure_skips_the_ranker_before_shedding(built):
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=5)
+    with _client(built, cfg) as c:
+        rt = c.app.state.runtime
+        user = _known_user(c)
+        assert "rank" in c.get("/v1/recommendations", params={"user_id": user, "k": 5}).json()["stages"]
+        rt.service_ewma_s, rt.in_flight = 0.004, 2     # + this one: two others at 4 ms each, 8 ms > 5 ms
+        r = c.get("/v1/recommendations", params={"user_id": user, "k": 5}).json()
+        assert r["fallback"] is True and "retrieval_order" in r["stages"] and "rank" not in r["stages"]
+        assert len(r["items"]) == 5 and rt.metrics.fallbacks.get("home", "load_ranker_skipped") == 1
+        rt.in_flight = 0
+        rt.cfg.rank_skip_ms = 0                          # 0: never skipped for load
+        rt.service_ewma_s = 1.0
+        assert not rt.pressed(1.0)
 
 
 def test_inventory_updates_all_kinds_and_bad_input(client):
@@ -194,7 +222,7 @@ def test_ranker_exception_falls_back_to_retrieval_order(client):
 
 
 def test_retrieval_exception_and_shedding_serve_filtered_popular(built):
-    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000)
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
     with _client(built, cfg) as c:
         rt = c.app.state.runtime
         top = rt.current.pipeline.fallback["__global__"][0]
@@ -220,7 +248,7 @@ def test_retrieval_exception_and_shedding_serve_filtered_popular(built):
 
 
 def test_deadline_skips_ranker(built):
-    cfg = ServeConfig(deadline_ms=1e-6, shed_queue_ms=10_000)
+    cfg = ServeConfig(deadline_ms=1e-6, shed_queue_ms=10_000, rank_skip_ms=0)
     with _client(built, cfg) as c:
         r = c.get("/v1/recommendations", params={"user_id": _known_user(c), "k": 10}).json()
         assert "retrieval_order" in r["stages"] and "rank" not in r["stages"] and r["fallback"] is True
@@ -253,6 +281,34 @@ def test_reload_swaps_and_keeps_live_state(built, client, tmp_path):
     body = client.get("/v1/recommendations", params={"user_id": _known_user(client), "k": 50}).json()
     assert body["bundle_version"] == new_version
     assert victim not in _ids_list(body)   # the stock-0 update was re-applied to the new bundle's state
+
+
+def test_nothing_is_unpickled_and_a_bad_bundle_is_never_opened(built, tmp_path, monkeypatch):
+    """Verification comes first: a tampered bundle never reaches Pipeline.load; a good one loads with pickle off."""
+    import pickle
+
+    from recs.bundle.errors import BundleVerificationError
+    from recs.models.pipeline import Pipeline
+
+    opened: list[str] = []
+    real_load = Pipeline.load.__func__
+    monkeypatch.setattr(Pipeline, "load", classmethod(lambda cls, d, *a, **k: (opened.append(str(d)),
+                                                                                real_load(cls, d, *a, **k))[1]))
+
+    def no_pickle(*a, **k):
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    bad = tmp_path / "bad"
+    shutil.copytree(built["bundle"], bad)
+    (bad / "model.json").write_text((bad / "model.json").read_text() + " ")
+    with pytest.raises(BundleVerificationError):
+        load_served(bad, built["pub"], ServeConfig())
+    assert opened == []
+    served = load_served(built["bundle"], built["pub"], ServeConfig())
+    assert opened == [str(built["bundle"])] and len(served.state) > 0
 
 
 def test_reload_disabled_without_token(built):

@@ -1,0 +1,114 @@
+"""A verified bundle loaded for serving (`Served`), the request-path settings, and loading it.
+
+`load_served` is the only way the server opens a bundle: `bundle.load_verified` (signature and every file's hash)
+first, then `Pipeline.load`, then a few warm-up requests so lazily built indexes do not land on the first users.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from recs.bundle.load import VerifiedBundle, load_verified
+from recs.datasets.online_state import OnlineState
+from recs.datasets.policy import Request
+from recs.models.pipeline import Pipeline
+from recs.serving.cache import ItemTTLCache
+
+SEARCH, HOME = "search", "home"
+
+
+@dataclass
+class ServeConfig:
+    """Request-path settings. Times in milliseconds unless named otherwise."""
+
+    deadline_ms: float = 50.0
+    retrieve_share: float = 0.6        # ranker skipped when retrieval took more than this share of the deadline
+    shed_in_flight: int = 64           # more requests in flight than this: serve the popular lists
+    shed_queue_ms: float = 30.0        # a request that waited longer than this before starting: popular lists
+    rank_skip_ms: float = 20.0         # queue pressure above this (ms): skip the ranker (0: never for load)
+    home_ttl_s: float = 30.0
+    search_ttl_s: float = 60.0
+    cache_entries: int = 20_000
+    max_k: int = 100
+    max_query_chars: int = 100
+    max_id_chars: int = 128
+    inventory_log: int = 200_000       # live inventory updates kept to re-apply onto a reloaded bundle's state
+    journal_poll_s: float = 0.05       # --workers N: an idle worker applies other workers' writes this often
+    reload_wait_s: float = 120.0       # --workers N: /admin/reload waits this long for every worker to swap
+
+    def __post_init__(self) -> None:
+        if not self.deadline_ms > 0:
+            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
+        if not 0 < self.retrieve_share <= 1:
+            raise ValueError(f"retrieve_share must be in (0, 1], got {self.retrieve_share}")
+        if self.shed_in_flight < 1 or self.shed_queue_ms <= 0 or self.rank_skip_ms < 0:
+            raise ValueError("shed_in_flight must be >= 1, shed_queue_ms > 0 and rank_skip_ms >= 0")
+        if self.home_ttl_s <= 0 or self.search_ttl_s <= 0 or self.cache_entries < 1:
+            raise ValueError("cache TTLs must be > 0 and cache_entries >= 1")
+        if not 1 <= self.max_k <= 1000 or self.max_query_chars < 1 or self.max_id_chars < 1:
+            raise ValueError("max_k must be in [1, 1000]; max_query_chars and max_id_chars >= 1")
+        if self.journal_poll_s <= 0 or self.reload_wait_s < 0:
+            raise ValueError("journal_poll_s must be > 0 and reload_wait_s >= 0")
+
+
+@dataclass
+class Served:
+    """A loaded bundle: what one model version needs to answer requests."""
+
+    bundle: VerifiedBundle
+    pipeline: Pipeline
+    version: str
+    caches: dict[str, ItemTTLCache]
+    loaded_at: float
+
+    @property
+    def state(self) -> OnlineState:
+        return self.pipeline.state
+
+
+def bundle_version(vb: VerifiedBundle) -> str:
+    """`<model id or policy id>@<first 12 hex of the manifest's SHA-256>`: unique per signed bundle."""
+    digest = hashlib.sha256((vb.path / "manifest.json").read_bytes()).hexdigest()[:12]
+    name = vb.model.get("model_id") or vb.manifest.doc.get("model", {}).get("model_id") or "model"
+    return f"{name}@{digest}"
+
+
+def load_served(bundle_path: str | Path, public_key: Any, cfg: ServeConfig) -> Served:
+    """Verify, then load. Raises BundleVerificationError (refused) or another exception (unloadable model)."""
+    vb = load_verified(bundle_path, public_key)
+    try:
+        vb.recheck()  # a folder bundle: make sure nothing changed between verification and loading
+        pipe = Pipeline.load(vb.path)
+        _warm(pipe)
+    except BaseException:
+        vb.close()
+        raise
+    caches = {HOME: ItemTTLCache(cfg.home_ttl_s, cfg.cache_entries),
+              SEARCH: ItemTTLCache(cfg.search_ttl_s, cfg.cache_entries)}
+    return Served(vb, pipe, bundle_version(vb), caches, time.time())
+
+
+def _warm(pipe: Pipeline) -> None:
+    """Run a few requests through every stage so lazy indexes load before the first real request."""
+    now = datetime.now(timezone.utc)
+    users = [None] + list(itertools.islice(pipe.histories, 2))
+    for j, u in enumerate(users):
+        for surface, q in ((HOME, None), (SEARCH, "a"), (SEARCH, "sh")):
+            pipe.rank(Request(f"warm{j}", now, surface, u, f"warm{j}", q), 10)
+
+
+def settle_heap() -> None:
+    """Collect garbage, then freeze what is alive (the loaded bundle) out of the cyclic collector's sight.
+
+    A 100K-item bundle leaves ~150K long-lived tracked objects; every full collection walked them all (85 ms
+    measured), a latency spike for whichever requests were queued. Called once serving starts and after a
+    reload (unfreezing first, so the replaced bundle's cycles are collected: one such pause per reload)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
