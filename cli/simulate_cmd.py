@@ -73,8 +73,12 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 
 @simulate_app.command("stale-inventory")
 def stale_inventory(
+    ranker: str = typer.Option("pipeline", "--ranker", help="pipeline (trained; default) or oracle (true tastes)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A simulated dataset (default: simulate one)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model trained on --dataset (default: train one)."),
+    days: int = typer.Option(2, "--days", help="Days to simulate for training (when no --dataset)."),
     ages: str = typer.Option("0,900,3600,21600,86400", "--ages", help="Snapshot ages in seconds, comma-separated."),
-    requests: int = typer.Option(1000, "--requests", help="Requests served per snapshot age."),
+    requests: int = typer.Option(600, "--requests", help="Requests served per snapshot age."),
     ttl: int = typer.Option(900, "--ttl", help="Mitigation: TTL of cached lists in seconds."),
     warmup: int = typer.Option(24, "--warmup-hours", help="Hours of traffic before the oldest snapshot."),
     demand: float = typer.Option(1.0, "--demand", help="Traffic multiplier (more sales, faster stock-outs)."),
@@ -84,11 +88,20 @@ def stale_inventory(
 ) -> None:
     """Serve from snapshots of age 0..24 h while stock and prices change; then with serve-time mitigations."""
     from recs.scenarios.stale_inventory import StaleInventoryConfig, run_stale_inventory, stale_inventory_report
+    from recs.scenarios.trained import ModelSettings
 
-    cfg = _make(StaleInventoryConfig, sim=_sim(users, items, seed), ages_s=_parse_ints(ages, "--ages"),
-                n_requests=requests, ttl_s=ttl, warmup_h=warmup, demand=demand, seed=seed)
-    result = run_stale_inventory(cfg, progress=_progress(as_json))
-    t = Table(title=f"stale inventory ({requests} requests, TTL {ttl}s)", title_justify="left")
+    if days <= 0:
+        fail("--days must be positive")
+    cfg = _make(StaleInventoryConfig, sim=_sim(users, items, seed, days=days), ranker=ranker,
+                model=_make(ModelSettings, seed=seed), dataset=dataset, model_dir=model,
+                ages_s=_parse_ints(ages, "--ages"), n_requests=requests, ttl_s=ttl, warmup_h=warmup, demand=demand,
+                seed=seed)
+    try:
+        result = run_stale_inventory(cfg, progress=_progress(as_json))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    t = Table(title=f"stale inventory ({result['ranker']} ranker, {requests} requests, TTL {ttl}s)",
+              title_justify="left")
     for c in ("age", "OOS shown", "price changed", "true CTR", "click loss", "purchase loss",
               "mitigated OOS", "mitigated CTR", "mitigated purchase loss"):
         t.add_column(c, justify="left" if c == "age" else "right")
@@ -139,27 +152,48 @@ def delayed_feedback(
 
 @simulate_app.command("drift")
 def drift(
-    kind: str = typer.Option("preference", "--kind", help="What shifts: preference | price."),
-    onset: int = typer.Option(6, "--onset-day", help="Day (0-based) the drift starts."),
-    magnitude: float = typer.Option(0.5, "--magnitude", help="preference: x 90 degrees rotation; price: +share."),
-    days: int = typer.Option(10, "--days"), requests_per_day: int = typer.Option(4000, "--requests-per-day"),
-    ref_days: int = typer.Option(3, "--ref-days", help="Days the model is fitted on (the monitors' reference)."),
+    kind: str = typer.Option("preference", "--kind", help="What shifts: preference | catalog_mix | price."),
+    onset: int = typer.Option(6, "--onset-day", help="Day (0-based, from the start of the log) the drift starts."),
+    magnitude: Optional[float] = typer.Option(
+        None, "--magnitude", help="preference: x 90 degrees rotation (0.5); catalog_mix: share of the items of half "
+                                  "the categories delisted (0.8); price: +share on half the categories (0.5)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A simulated dataset to continue (default: "
+                                                                   "simulate one per seed)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model trained on --dataset (default: train one)."),
+    days: int = typer.Option(9, "--days", help="Days in all: training, reference and monitored days."),
+    ref_days: int = typer.Option(2, "--ref-days", help="Days of log the pipeline is trained on (with --dataset: "
+                                                       "its days)."),
+    baseline: int = typer.Option(2, "--baseline-days", help="First days in production: the monitors' reference."),
+    requests_per_day: int = typer.Option(400, "--requests-per-day", help="Requests a day served by the pipeline."),
+    traffic: int = typer.Option(4000, "--traffic-per-day", help="Logging-policy requests a day (training log, sales)."),
     maturity: int = typer.Option(1, "--maturity-days", help="Days until a day's labels count as matured."),
-    seeds: int = typer.Option(2, "--seeds", help="Seeds (each: a drifted and a drift-free run)."),
+    window: int = typer.Option(1, "--window-days", help="Rolling window of the label monitors, in days."),
+    seeds: int = typer.Option(2, "--seeds", help="Seeds (each: a trained pipeline, a drifted and a drift-free run)."),
     users: int = typer.Option(1000, "--users"), items: int = typer.Option(3000, "--items"),
     seed: int = typer.Option(0, "--seed"),
     out_dir: Optional[Path] = OUT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Shift preferences or prices from a day; detection delay and false-alarm rate of four monitors."""
-    from recs.scenarios.drift import DriftScenarioConfig, drift_report, run_drift
+    """Shift preferences, catalog mix or prices from a day; detection delay and false-alarm rate of four monitors."""
+    from recs.scenarios.drift import DEFAULT_MAGNITUDE, DriftScenarioConfig, run_drift
+    from recs.scenarios.drift_monitors import drift_report
+    from recs.scenarios.trained import ModelSettings, check_dataset
 
-    if days <= 0 or requests_per_day <= 0:
-        fail("--days and --requests-per-day must be positive")
-    cfg = _make(DriftScenarioConfig, sim=_sim(users, items, seed, days=days, requests_per_day=requests_per_day),
-                kind=kind, onset_day=onset, magnitude=magnitude, ref_days=ref_days, maturity_days=maturity,
-                seeds=seeds)
-    result = run_drift(cfg, progress=_progress(as_json))
-    t = Table(title=f"drift: {kind} from day {onset} (magnitude {magnitude}, {seeds} seed(s))", title_justify="left")
+    kind = kind.replace("-", "_")
+    if traffic <= 0:
+        fail("--traffic-per-day must be positive")
+    if dataset is not None:
+        ref_days = _make(check_dataset, dataset=dataset).days
+    cfg = _make(DriftScenarioConfig, sim=_sim(users, items, seed, requests_per_day=traffic),
+                model=_make(ModelSettings, seed=seed), dataset=dataset, model_dir=model, kind=kind, onset_day=onset,
+                magnitude=DEFAULT_MAGNITUDE.get(kind, 0.5) if magnitude is None else magnitude, days=days,
+                ref_days=ref_days, baseline_days=baseline, requests_per_day=requests_per_day, maturity_days=maturity,
+                window_days=window, seeds=seeds)
+    try:
+        result = run_drift(cfg, progress=_progress(as_json))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    t = Table(title=f"drift: {kind} from day {onset} (magnitude {cfg.magnitude}, {seeds} seed(s))",
+              title_justify="left")
     for c in ("monitor", "detected", "mean delay (days)", "false-alarm rate (days)", "runs with false alarm"):
         t.add_column(c, justify="left" if c == "monitor" else "right")
     for m, v in result["monitors"].items():
@@ -173,7 +207,8 @@ def drift(
 @simulate_app.command("cold-start")
 def cold_start(
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A simulated dataset (default: simulate one)."),
-    days: int = typer.Option(7, "--days", help="Days to simulate (when no --dataset)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model trained on --dataset with a holdout day."),
+    days: int = typer.Option(5, "--days", help="Days to simulate (when no --dataset)."),
     requests_per_day: int = typer.Option(2000, "--requests-per-day"),
     k: int = typer.Option(10, "--k", help="Cut-off K of Recall@K / NDCG@K and the slate size offline."),
     requests: int = typer.Option(300, "--requests", help="Fresh requests per segment for the true CTR."),
@@ -184,25 +219,27 @@ def cold_start(
 ) -> None:
     """Recall/NDCG per retriever and segment on held-out clicks; true CTR with and without mitigations."""
     from recs.scenarios.cold_start import ColdStartConfig, cold_start_report, run_cold_start
+    from recs.scenarios.trained import ModelSettings
 
-    if dataset is not None and not (dataset / "truth" / "config.json").is_file():
-        fail(f"{dataset}: not a simulated dataset (no truth/config.json)")
     if days <= 0 or requests_per_day <= 0:
         fail("--days and --requests-per-day must be positive")
     sim = _sim(users, items, seed, days=days, requests_per_day=requests_per_day)
-    cfg = _make(ColdStartConfig, sim=sim, dataset=dataset, k=k, n_requests=requests, explore=explore, seed=seed)
+    cfg = _make(ColdStartConfig, sim=sim, model=_make(ModelSettings, holdout_days=1, ranker_days=1, seed=seed),
+                dataset=dataset, model_dir=model, k=k, n_requests=requests, explore=explore, seed=seed)
     try:
         result = run_cold_start(cfg, progress=_progress(as_json))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     t = Table(title=f"cold start: true CTR per segment ({result['new_items']} new items after "
                     f"{result['cutoff']})", title_justify="left")
-    for c in ("segment", "variant", "true CTR", "± se", "purchase rate", "new-item slots", "explore cost"):
-        t.add_column(c, justify="left" if c in ("segment", "variant") else "right")
+    for c in ("segment", "policy", "true CTR", "± se", "purchase rate", "new-item slots", "new-item CTR",
+              "gain vs none", "explore cost"):
+        t.add_column(c, justify="left" if c in ("segment", "policy") else "right")
     for r in result["online"]:
-        cost = r.get("explore_cost")
-        t.add_row(r["segment"], r["variant"], f"{r['true_ctr']:.4f}", f"{r['ctr_stderr']:.4f}",
-                  f"{r['purchase_rate']:.4f}", _pct(r["new_item_slot_share"]), "-" if cost is None else _pct(cost))
+        gain, cost, nctr = r.get("gain_vs_no_mitigation"), r.get("explore_cost"), r["new_item_ctr"]
+        t.add_row(r["segment"], r["policy"], f"{r['true_ctr']:.4f}", f"{r['ctr_stderr']:.4f}",
+                  f"{r['purchase_rate']:.4f}", _pct(r["new_item_slot_share"]), "-" if nctr is None else f"{nctr:.4f}",
+                  "-" if gain is None else f"{gain:+.2%}", "-" if cost is None else _pct(cost))
     _finish(result, "cold_start", out_dir, as_json, t, cold_start_report)
 
 

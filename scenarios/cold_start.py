@@ -1,53 +1,67 @@
 """`simulate cold-start`: new items, new users and anonymous visitors after the training cut-off.
 
-A dataset is simulated and a pipeline trained on it with a one-day holdout (`models.train`); the cut-off is the
-end of the training window. Segments: requests of anonymous visitors, of new users (no history at the cut-off)
-and of known users; and new items (created after the cut-off). Measured:
+A dataset is simulated and a pipeline trained on it with a one-day holdout (`scenarios.trained`, or a given
+`--model` with its `--dataset`); the cut-off is the end of the training window. Segments: requests of anonymous
+visitors, of new users (no history at the cut-off) and of known users; and new items (created after the cut-off).
 
-* offline, on the held-out day's clicks: Recall@K and NDCG@K of each retriever and of the pipeline per request
-  segment, and Recall@K restricted to clicks on new items;
-* online, against the simulator's truth (`run_policy` on fresh requests of each segment at the end of the log):
-  true CTR of the pipeline without mitigations (content and popularity retrievers off, no popular-by-category
-  fallback), with them (the trained blend), and with them plus exploration (the last slot replaced by a random
-  eligible new item with probability `explore`), with the exploration's cost and the new items' share of slots.
+Serving variants of the trained pipeline (each its own loaded copy):
+
+* `no_mitigation`: the content and popularity retrievers' quotas at 0, no popular-by-category fallback;
+* `content`: plus the content retriever, with the items created after the cut-off indexed (`index_new_items`:
+  content vectors need no interactions);
+* `popularity`: plus popularity by category (the popularity retriever, personalised by category affinity, and the
+  popular-by-category fallback lists);
+* `mitigated`: both; `mitigated_explore`: plus exploration, the last slot replaced by a random eligible new item
+  on a share `explore` of requests (its cost: relative loss of true clicks per request against `mitigated`).
+
+Measured per segment, for each retriever alone (its top K, policy-filtered) and each pipeline variant:
+
+* offline, on the held-out day's clicks: Recall@K, NDCG@K, and Recall@K on clicks of new items;
+* online, against the simulator's truth on fresh requests of each segment at the end of the log: true CTR,
+  purchases, new items' share of the shown slots and the true CTR of those slots.
 """
 from __future__ import annotations
 
-import copy
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
 
 from recs.datasets.io import scan_table
-from recs.datasets.policy import Ranking, Request, deterministic_slot_probabilities
+from recs.datasets.policy import Policy, Ranking, Request, deterministic_slot_probabilities
 from recs.models.base import RetrievalQuery
-from recs.sim import SimConfig, World, generate_dataset, run_policy
+from recs.models.rerank import RerankConfig, rerank
+from recs.scenarios.trained import ModelSettings, prepare
+from recs.sim import SimConfig, World
+
+if TYPE_CHECKING:
+    from recs.models.pipeline import Pipeline
 
 SEGMENTS = ("anonymous", "new_user", "known_user")
 MITIGATED_SOURCES = ("content", "popularity")
+VARIANTS = ("no_mitigation", "content", "popularity", "mitigated", "mitigated_explore")
 
 
 def _default_sim() -> SimConfig:
-    return SimConfig(n_users=400, n_items=1_500, days=7, requests_per_day=2_000, seed=1)
+    return SimConfig(n_users=400, n_items=1_500, days=5, requests_per_day=2_000, seed=1)
 
 
 @dataclass(frozen=True)
 class ColdStartConfig:
-    """Dataset, training, evaluation sizes and the exploration share."""
+    """Dataset, model, evaluation sizes and the exploration share."""
 
     sim: SimConfig = field(default_factory=_default_sim)
+    model: ModelSettings = field(default_factory=lambda: ModelSettings(holdout_days=1, ranker_days=1))
     dataset: Path | None = None
+    model_dir: Path | None = None
     k: int = 10
     n_requests: int = 300
-    max_eval_requests: int = 1_500
+    max_eval_requests: int = 1_000
     explore: float = 0.1
-    retrievers: tuple[str, ...] = ("popularity", "covisit", "content", "suggest")
-    max_ranker_requests: int = 1_500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,8 +69,11 @@ class ColdStartConfig:
             raise ValueError("k, n_requests and max_eval_requests must be >= 1")
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"explore must be in [0, 1], got {self.explore}")
-        if self.dataset is None and self.sim.days < 5:
-            raise ValueError("cold start needs at least 5 simulated days (holdout 1 day, ranker 2 days)")
+        if self.model.holdout_days < 1:
+            raise ValueError("cold start needs a holdout day (model.holdout_days >= 1)")
+        if self.dataset is None and self.sim.days < self.model.min_days():
+            raise ValueError(f"cold start needs at least {self.model.min_days()} simulated days (retrievers, ranker "
+                             f"and holdout), got {self.sim.days}")
 
 
 class ExplorePolicy:
@@ -83,21 +100,20 @@ class ExplorePolicy:
         return deterministic_slot_probabilities(self.rank(request, k), k)
 
 
-class _Counting:
-    """Counts the slots a policy fills and how many of them hold new items."""
+class RetrieverPolicy:
+    """One retriever alone as a policy: its top k for the request, through the serve-time policy filter."""
 
-    def __init__(self, inner, new_items: set[str]) -> None:
-        self.inner, self.new_items, self.slots, self.new_slots = inner, new_items, 0, 0
-        self.policy_id = inner.policy_id
+    def __init__(self, kind: str, pipe: "Pipeline") -> None:
+        self.kind, self.pipe, self.policy_id = kind, pipe, f"retriever:{kind}"
 
     def rank(self, request: Request, k: int) -> Ranking:
-        r = self.inner.rank(request, k)
-        self.slots += len(r.item_ids)
-        self.new_slots += sum(i in self.new_items for i in r.item_ids)
-        return r
+        p = self.pipe
+        c = p.retrievers[self.kind].retrieve(RetrievalQuery(request, p.history(request.user_id), p.state), 3 * k)
+        ids, sc = rerank(c.item_ids, c.scores, p.state, request.ts, k, RerankConfig(0, False))
+        return Ranking(tuple(ids), tuple(sc), (self.kind,))
 
     def slot_probabilities(self, request: Request, k: int, include=()):
-        return self.inner.slot_probabilities(request, k)
+        return deterministic_slot_probabilities(self.rank(request, k), k)
 
 
 def _metrics(ranked: list[str], relevant: set[str], k: int) -> tuple[float, float]:
@@ -114,8 +130,9 @@ def _segment(user_id: str | None, histories: dict) -> str:
     return "known_user" if histories.get(user_id) else "new_user"
 
 
-def offline_eval(pipe, holdout: pl.DataFrame, new_items: set[str], cfg: ColdStartConfig) -> list[dict]:
-    """Recall@K / NDCG@K per retriever and for the pipeline, per request segment, on the held-out clicks."""
+def offline_eval(policies: dict[str, Policy], histories: dict, holdout: pl.DataFrame, new_items: set[str],
+                 cfg: ColdStartConfig) -> list[dict]:
+    """Recall@K / NDCG@K of each policy per request segment on the held-out clicks, and recall on new items."""
     clicks = holdout.filter(pl.col("clicked"))
     reqs = (clicks.group_by("request_id", maintain_order=True)
             .agg(pl.col("ts").first(), pl.col("surface").first(), pl.col("user_id").first(),
@@ -125,12 +142,10 @@ def offline_eval(pipe, holdout: pl.DataFrame, new_items: set[str], cfg: ColdStar
     for row in reqs.iter_rows(named=True):
         req = Request(row["request_id"], row["ts"], row["surface"], row["user_id"], row["session_id"], row["query"])
         rel = set(row["items"])
-        seg = _segment(row["user_id"], pipe.histories)
-        q = RetrievalQuery(req, pipe.history(req.user_id), pipe.state)
-        lists = {kind: [str(i) for i in r.retrieve(q, cfg.k).item_ids] for kind, r in pipe.retrievers.items()}
-        lists["pipeline"] = list(pipe.rank(req, cfg.k).item_ids)
         rel_new = rel & new_items
-        for name, ranked in lists.items():
+        seg = _segment(row["user_id"], histories)
+        for name, pol in policies.items():
+            ranked = [str(i) for i in pol.rank(req, cfg.k).item_ids]
             rc, nd = _metrics(ranked, rel, cfg.k)
             for s in (seg, "all"):
                 a = acc.setdefault((name, s), [0, 0.0, 0.0, 0, 0.0])
@@ -145,7 +160,8 @@ def offline_eval(pipe, holdout: pl.DataFrame, new_items: set[str], cfg: ColdStar
             for (n, s), a in sorted(acc.items())]
 
 
-def _segment_requests(world: World, histories: dict, segment: str, n: int, seed: int) -> list[Request]:
+def segment_requests(world: World, histories: dict, segment: str, n: int, seed: int) -> list[Request]:
+    """`n` fresh requests of one segment at the world's current time (empty if the segment has no users)."""
     rng = np.random.default_rng([world.cfg.seed, 53, seed, SEGMENTS.index(segment)])
     if segment == "anonymous":
         rows = np.full(n, -1)
@@ -162,64 +178,97 @@ def _segment_requests(world: World, histories: dict, segment: str, n: int, seed:
     return out
 
 
-def run_cold_start(cfg: ColdStartConfig = ColdStartConfig(), progress=None) -> dict:
-    """Train on a simulated dataset and measure cold-start quality offline and against the truth."""
+def online_eval(policy: Policy, requests: list[Request], world: World, new_rows: np.ndarray) -> dict:
+    """True value of `policy` on `requests`: CTR (with its standard error), purchases, new items' slots and CTR."""
+    clicks, shown, buys = np.zeros(len(requests)), np.zeros(len(requests)), 0.0
+    new_slots, new_clicks, violations = 0, 0.0, 0
+    is_new = np.zeros(len(world.item_ids), dtype=bool)
+    is_new[new_rows] = True
+    for i, q in enumerate(requests):
+        r = policy.rank(q, world.k_for(q))
+        if not r.item_ids:
+            continue
+        idx = world.state.indices(list(r.item_ids))
+        p_click, p_buy, avail = world.click_probs(world.contexts[q.request_id], idx)
+        clicks[i], shown[i] = p_click.sum(), len(idx)
+        buys += float(p_buy.sum())
+        violations += int((~avail).sum())
+        new_slots += int(is_new[idx].sum())
+        new_clicks += float(p_click[is_new[idx]].sum())
+    total = max(shown.sum(), 1.0)
+    ctr = clicks.sum() / total
+    return {"true_ctr": float(ctr), "ctr_stderr": float(np.sqrt(((clicks - ctr * shown) ** 2).sum()) / total),
+            "clicks_per_request": float(clicks.mean()), "purchase_rate": float(buys / total),
+            "empty_share": float((shown == 0).mean()), "violations": violations,
+            "new_item_slot_share": float(new_slots / total),
+            "new_item_ctr": float(new_clicks / new_slots) if new_slots else None}
+
+
+def run_cold_start(cfg: ColdStartConfig = ColdStartConfig(), progress: Callable[[str], None] | None = None) -> dict:
+    """Train (or load) a pipeline and measure cold-start quality offline and against the truth."""
     say = progress or (lambda _m: None)
     with tempfile.TemporaryDirectory(prefix="recs-coldstart-") as tmp:
-        ds = Path(cfg.dataset) if cfg.dataset else Path(tmp) / "ds"
-        if cfg.dataset is None:
-            generate_dataset(cfg.sim, ds)
-            say("dataset simulated")
-        return _run(ds, Path(tmp) / "model", cfg, say)
+        trained = prepare(Path(tmp), cfg.sim, cfg.model, cfg.dataset, cfg.model_dir, say)
+        return _run(trained, cfg, say)
 
 
-def _run(ds: Path, model_dir: Path, cfg: ColdStartConfig, say) -> dict:
+def _variants(trained, world: World, new_arr: np.ndarray, cfg: ColdStartConfig) -> dict:
+    """The serving variants, each a separately loaded pipeline (mitigations switched per variant)."""
     from recs.models.candidates import BlendConfig
     from recs.models.pipeline import Pipeline
-    from recs.models.train import TrainConfig, train_all
 
-    meta = train_all(ds, model_dir, TrainConfig(retrievers=cfg.retrievers, max_ranker_requests=cfg.max_ranker_requests,
-                                                seed=cfg.seed))
-    say("pipeline trained")
-    cutoff = datetime.fromisoformat(meta["training_window"]["end"])
-    world = World.load(ds)
-    pipe = Pipeline.load(model_dir, state=world.state)
-    catalog = pl.read_parquet(ds / "catalog.parquet")
+    out = {}
+    for name, keep in (("no_mitigation", ()), ("content", ("content",)), ("popularity", ("popularity",)),
+                       ("mitigated", MITIGATED_SOURCES)):
+        p = Pipeline.load(trained.model, state=world.state)
+        off = [s for s in MITIGATED_SOURCES if s not in keep]
+        p.blend = BlendConfig(home={k: (0 if k in off else v) for k, v in p.blend.home.items()},
+                              search={k: (0 if k in off else v) for k, v in p.blend.search.items()},
+                              total=p.blend.total)
+        if "popularity" not in keep:
+            p.fallback = {}
+        if "content" in keep:
+            p.index_new_items()
+        p.policy_id = f"{p.policy_id}-{name}"
+        out[name] = p
+    out["mitigated_explore"] = ExplorePolicy(out["mitigated"], world.state, new_arr, cfg.explore, cfg.seed)
+    return out
+
+
+def _run(trained, cfg: ColdStartConfig, say) -> dict:
+    cutoff = trained.cutoff
+    world = World.load(trained.dataset)
+    catalog = pl.read_parquet(trained.dataset / "catalog.parquet")
     new_arr = np.array(catalog.filter(pl.col("created_at") > pl.lit(cutoff))["item_id"].to_list(), dtype=object)
     new_items = set(new_arr.tolist())
-    holdout = scan_table(ds, "impressions").filter(pl.col("ts") > pl.lit(cutoff)).collect()
-    offline = offline_eval(pipe, holdout, new_items, cfg)
+    variants = _variants(trained, world, new_arr, cfg)
+    bare, full = variants["no_mitigation"], variants["mitigated"]
+    retrievers = {f"retriever:{k}": RetrieverPolicy(k, full) for k in full.retrievers}
+    holdout = scan_table(trained.dataset, "impressions").filter(pl.col("ts") > pl.lit(cutoff)).collect()
+    offline = offline_eval({**retrievers, "pipeline:no_mitigation": bare, "pipeline:mitigated": full},
+                           full.histories, holdout, new_items, cfg)
     say("offline evaluation done")
-    bare = copy.copy(pipe)
-    bare.blend = BlendConfig(home={k: (0 if k in MITIGATED_SOURCES else v) for k, v in pipe.blend.home.items()},
-                             search={k: (0 if k in MITIGATED_SOURCES else v) for k, v in pipe.blend.search.items()},
-                             total=pipe.blend.total)
-    bare.fallback = {}
-    bare.policy_id = pipe.policy_id + "-no-mitigation"
-    variants = {"no_mitigation": bare, "mitigated": pipe,
-                "mitigated_explore": ExplorePolicy(pipe, world.state, new_arr, cfg.explore, cfg.seed)}
+    new_rows = world.state.indices(list(new_arr))
     online = []
     for seg in SEGMENTS:
-        reqs = _segment_requests(world, pipe.histories, seg, cfg.n_requests, cfg.seed)
+        reqs = segment_requests(world, full.histories, seg, cfg.n_requests, cfg.seed)
         if not reqs:
             continue
-        for name, pol in variants.items():
-            counted = _Counting(pol, new_items)
-            v = run_policy(counted, len(reqs), cfg.seed, world, requests=reqs)
-            online.append({"segment": seg, "variant": name, "true_ctr": v.ctr, "ctr_stderr": v.ctr_stderr,
-                           "clicks_per_request": v.clicks_per_request, "purchase_rate": v.purchase_rate,
-                           "empty_share": v.empty_share, "violations": v.violations,
-                           "new_item_slot_share": counted.new_slots / max(counted.slots, 1)})
+        for name, pol in {**retrievers, **{f"pipeline:{v}": p for v, p in variants.items()}}.items():
+            online.append({"segment": seg, "policy": name, **online_eval(pol, reqs, world, new_rows)})
         say(f"{seg}: true CTR measured")
     for seg in SEGMENTS:
-        rows = {r["variant"]: r for r in online if r["segment"] == seg}
-        if "mitigated" in rows:
-            m = rows["mitigated"]["clicks_per_request"]
-            rows["mitigated_explore"]["explore_cost"] = (m - rows["mitigated_explore"]["clicks_per_request"]) / m \
-                if m > 0 else 0.0
-            rows["mitigated"]["gain_vs_no_mitigation"] = rows["mitigated"]["clicks_per_request"] \
-                - rows["no_mitigation"]["clicks_per_request"]
+        rows = {r["policy"]: r for r in online if r["segment"] == seg}
+        if "pipeline:mitigated" in rows:
+            m = rows["pipeline:mitigated"]["clicks_per_request"]
+            b = rows["pipeline:no_mitigation"]["clicks_per_request"]
+            rows["pipeline:mitigated_explore"]["explore_cost"] = \
+                (m - rows["pipeline:mitigated_explore"]["clicks_per_request"]) / m if m > 0 else 0.0
+            for v in ("content", "popularity", "mitigated"):
+                rows[f"pipeline:{v}"]["gain_vs_no_mitigation"] = \
+                    (rows[f"pipeline:{v}"]["clicks_per_request"] - b) / b if b > 0 else 0.0
     return {"kind": "simulate_cold_start", "config": _cfg_json(cfg), "cutoff": cutoff.isoformat(),
+            "model": trained.describe(),
             "new_items": len(new_items), "holdout_impressions": holdout.height,
             "holdout_new_item_clicks": int(holdout.filter(pl.col("clicked") & pl.col("item_id").is_in(list(new_items)))
                                            .height),
@@ -229,36 +278,47 @@ def _run(ds: Path, model_dir: Path, cfg: ColdStartConfig, say) -> dict:
 def _cfg_json(cfg: ColdStartConfig) -> dict:
     d = asdict(cfg)
     d["sim"] = cfg.sim.to_json()
+    d["model"]["retrievers"] = list(cfg.model.retrievers)
     d["dataset"] = str(cfg.dataset) if cfg.dataset else None
-    d["retrievers"] = list(cfg.retrievers)
+    d["model_dir"] = str(cfg.model_dir) if cfg.model_dir else None
     return d
 
 
 def cold_start_report(result: dict):
-    """A `Report`: per-segment offline metrics per source and true CTR with and without mitigations."""
+    """A `Report`: offline metrics per source and segment; true CTR per segment with and without mitigations."""
     from recs.reports import Report
 
+    k = result["config"]["k"]
     rep = Report("Cold start: new items, new users and anonymous visitors",
                  f"cut-off {result['cutoff']}; {result['new_items']} new items")
-    off = [r for r in result["offline"]]
-    rep.table([{"source": r["source"], "segment": r["segment"], "requests": r["requests"],
-                f"Recall@{result['config']['k']}": r["recall"], f"NDCG@{result['config']['k']}": r["ndcg"],
-                "new-item recall": r["new_item_recall"]} for r in off], title="Offline, held-out clicks")
+    off, on = result["offline"], result["online"]
+    rep.table([{"source": r["source"], "segment": r["segment"], "requests": r["requests"], f"Recall@{k}": r["recall"],
+                f"NDCG@{k}": r["ndcg"], "new-item recall": r["new_item_recall"]} for r in off],
+              title="Offline, held-out clicks")
     sources = sorted({r["source"] for r in off})
     segs = [s for s in SEGMENTS if any(r["segment"] == s for r in off)]
     by = {(r["source"], r["segment"]): r for r in off}
-    rep.bar_chart("Recall@K per source and segment", sources,
+    rep.bar_chart(f"Recall@{k} per source and segment (held-out clicks)", sources,
                   {s: [by.get((src, s), {}).get("recall", 0.0) for src in sources] for s in segs})
-    on = result["online"]
-    rep.table([{k: v for k, v in r.items()} for r in on], title="Online (simulator truth), per segment")
+    rep.table([{"segment": r["segment"], "policy": r["policy"], "true CTR": r["true_ctr"], "± se": r["ctr_stderr"],
+                "clicks/req": r["clicks_per_request"], "purchase rate": r["purchase_rate"],
+                "new-item slots": r["new_item_slot_share"], "new-item CTR": r["new_item_ctr"],
+                "gain vs none": r.get("gain_vs_no_mitigation"), "explore cost": r.get("explore_cost")} for r in on],
+              title="Online (simulator truth), per segment")
     osegs = [s for s in SEGMENTS if any(r["segment"] == s for r in on)]
-    ob = {(r["segment"], r["variant"]): r for r in on}
-    rep.bar_chart("True CTR per segment", osegs,
-                  {v: [ob[(s, v)]["true_ctr"] for s in osegs] for v in ("no_mitigation", "mitigated",
-                                                                         "mitigated_explore")})
+    ob = {(r["segment"], r["policy"]): r for r in on}
+    rep.bar_chart("True CTR per segment, pipeline variants", osegs,
+                  {v: [ob[(s, f"pipeline:{v}")]["true_ctr"] for s in osegs] for v in VARIANTS})
+    pols = sorted({r["policy"] for r in on})
+    rep.bar_chart("True CTR per segment, each retriever alone and the pipeline", pols,
+                  {s: [ob.get((s, p), {}).get("true_ctr", 0.0) for p in pols] for s in osegs})
+    rep.bar_chart("New items' share of shown slots", [f"pipeline:{v}" for v in VARIANTS],
+                  {s: [ob[(s, f"pipeline:{v}")]["new_item_slot_share"] for v in VARIANTS] for s in osegs})
     rep.paragraph("no_mitigation: the trained pipeline with the content and popularity retrievers' quotas at 0 and "
-                  "no popular-by-category fallback; mitigated: the trained blend; mitigated_explore: plus the last "
-                  "slot replaced by a random eligible new item with probability `explore`. explore_cost: relative "
-                  "loss of clicks per request against mitigated.")
+                  "no popular-by-category fallback; content: plus the content retriever with the items created after "
+                  "the cut-off indexed; popularity: plus popularity by category (retriever and fallback); mitigated: "
+                  "both; mitigated_explore: plus the last slot replaced by a random eligible new item with probability "
+                  "`explore`. explore_cost: relative loss of true clicks per request against mitigated. Retrievers "
+                  "alone: each one's top K through the serve-time policy filter (content with new items indexed).")
     rep.kv(result["config"], title="Configuration", flatten=1)
     return rep

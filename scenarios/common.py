@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 
+from recs.datasets.online_state import OnlineState
 from recs.sim import SimConfig, World
 from recs.sim import choice
 from recs.sim.inventory import HOUR_US, InventoryEvents, step_inventory
@@ -35,6 +36,13 @@ class InventorySnapshot:
         s = world.state
         return cls(ts_us, s.stock.copy(), s.price.copy(), s.restricted.copy())
 
+    def state(self, world: World) -> OnlineState:
+        """A detached `OnlineState` holding the snapshot's values (for a pipeline serving from the snapshot)."""
+        st = OnlineState(world.catalog_frame(), world.sellers_frame())
+        st.stock[:], st.price[:], st.restricted[:] = self.stock, self.price, self.restricted
+        st.version += 1
+        return st
+
     def eligible(self, world: World) -> np.ndarray:
         """Items eligible at the snapshot time according to the snapshot (and the seller blocks known then)."""
         t = self.ts_us
@@ -58,7 +66,7 @@ class Clock:
         self.rng = np.random.default_rng([world.cfg.seed, 31, seed])
         self.counters = {"request": 0, "session": 0}
         self.events = InventoryEvents()
-        self.t_us = us(world.cfg.start)
+        self.t_us = us(world.now)   # a built world starts at cfg.start; a loaded one at the end of its log
         self.base_cfg = world.cfg
 
     def step(self):
@@ -126,6 +134,3 @@ def fmt_age(seconds: int) -> str:
         return f"{seconds // 60}m"
     return f"{seconds}s"
 
-
-def timedelta_s(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)

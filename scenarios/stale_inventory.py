@@ -1,37 +1,53 @@
 """`simulate stale-inventory`: serve from feature/candidate snapshots of growing age while stock and prices move.
 
-The ranker is the simulator's oracle (true preferences) reading item state from a snapshot: the cached list of
-a request is its best `cache_n` items by true attraction computed with the snapshot's eligibility and prices.
-It is served at time S while the live inventory has moved on for `age` seconds (sales by the logging policy's
-traffic deplete stock, restocks, price changes, restrictions). The truth (`World.expected_reward`, live state)
-scores what is shown: unavailable items attract less and are never bought.
+Ranker (`ranker`):
+
+* `pipeline` (default): the trained pipeline (`models.train.train_all` on a small simulated dataset, or a given
+  `--model` with its `--dataset`). For each snapshot age it is loaded on a copy of the item state taken `age`
+  seconds before serving (stock, prices, policy flags of that moment): retrieval, eligibility, features and
+  ranking all see the snapshot. Its top `cache_n` list per request is the cached list.
+* `oracle`: the simulator's true preferences reading eligibility and prices from the snapshot (every loss is then
+  caused by staleness alone).
+
+The cached list is served at time S while the live inventory has moved on for `age` seconds (sales by the logging
+policy's traffic deplete stock, restocks, price changes, restrictions). The truth (`World.expected_reward`, live
+state) scores what is shown: unavailable items attract less and are never bought.
 
 Mitigations: (1) serve-time policy filter on live stock / restricted / blocked sellers (`models.rerank`),
-(2) price re-read at serve time (cached items re-scored and displayed with the live price), (3) a short TTL on
-cached lists (the list used is at most `ttl_s` old).
+(2) price re-read at serve time (the displayed price is the live one; the oracle also re-scores with it), (3) a
+short TTL on cached lists (the list used is at most `ttl_s` old).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from recs.models.rerank import RerankConfig, rerank
-from recs.scenarios.common import Clock, InventorySnapshot, attraction_logits, fmt_age, from_us, small_sim, top_n, us
+from recs.scenarios.common import Clock, InventorySnapshot, attraction_logits, fmt_age, from_us, small_sim, top_n
+from recs.scenarios.trained import ModelSettings, prepare
 from recs.sim import SimConfig, World
 
 DEFAULT_AGES = (0, 900, 3_600, 21_600, 86_400)
+RANKERS = ("pipeline", "oracle")
 NO_CAP = RerankConfig(max_per_category=0, exclude_purchased=False)
 
 
 @dataclass(frozen=True)
 class StaleInventoryConfig:
-    """Snapshot ages (seconds, multiples of `step_s`), traffic and mitigation settings."""
+    """Snapshot ages (seconds, multiples of `step_s`), the ranker, traffic and mitigation settings."""
 
     sim: SimConfig = field(default_factory=small_sim)
+    ranker: str = "pipeline"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    dataset: Path | None = None
+    model_dir: Path | None = None
     ages_s: tuple[int, ...] = DEFAULT_AGES
     warmup_h: int = 24
-    n_requests: int = 1_000
+    n_requests: int = 600
     cache_n: int = 50
     ttl_s: int = 900
     step_s: int = 900
@@ -39,6 +55,10 @@ class StaleInventoryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.ranker not in RANKERS:
+            raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, got {self.ranker!r}")
+        if self.model_dir is not None and self.ranker != "pipeline":
+            raise ValueError("--model needs --ranker pipeline")
         if not self.ages_s or any(a < 0 for a in self.ages_s):
             raise ValueError("ages_s must be a non-empty list of ages >= 0")
         if self.step_s <= 0 or 3600 % self.step_s:
@@ -67,8 +87,7 @@ class _Acc:
     n: int = 0
 
     def add(self, world: World, req, rows: np.ndarray, shown_price: np.ndarray, live_elig: np.ndarray, k: int) -> None:
-        ids = world.item_ids[rows]
-        r = world.expected_reward(req, ids)
+        r = world.expected_reward(req, world.item_ids[rows])
         self.n += 1
         self.shown += len(rows)
         self.short += int(len(rows) < k)
@@ -92,12 +111,24 @@ def _loss(v: float, ref: float) -> float:
     return (ref - v) / ref if ref > 0 else 0.0
 
 
-def run_stale_inventory(cfg: StaleInventoryConfig = StaleInventoryConfig(), progress=None) -> dict:
+def run_stale_inventory(cfg: StaleInventoryConfig = StaleInventoryConfig(),
+                        progress: Callable[[str], None] | None = None) -> dict:
     """Measure shown out-of-stock / changed-price shares and true click and purchase loss per snapshot age."""
-    world = World.build(cfg.sim)
+    say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="recs-stale-") as tmp:
+        trained = None
+        if cfg.ranker == "pipeline":
+            trained = prepare(Path(tmp), cfg.sim, cfg.model, cfg.dataset, cfg.model_dir, say)
+            world = World.load(trained.dataset)
+        else:
+            world = World.build(cfg.sim)
+        return _run(world, trained, cfg, say)
+
+
+def _snapshots(world: World, cfg: StaleInventoryConfig, ages: list[int]) -> tuple[int, dict[int, InventorySnapshot]]:
+    """Step the world to the serve time S, keeping item-state snapshots at S - age and S - min(age, TTL)."""
     clock = Clock(world, cfg.step_s, cfg.seed, cfg.demand)
-    start = us(cfg.sim.start)
-    ages = sorted(set(cfg.ages_s))
+    start = clock.t_us
     t_serve = start + (cfg.warmup_h * 3600 + max(ages)) * 1_000_000
     need = {t_serve - a * 1_000_000 for a in ages} | {t_serve - min(a, cfg.ttl_s) * 1_000_000 for a in ages}
     snaps: dict[int, InventorySnapshot] = {}
@@ -109,47 +140,77 @@ def run_stale_inventory(cfg: StaleInventoryConfig = StaleInventoryConfig(), prog
             snaps[t] = InventorySnapshot.take(world, t)
 
     clock.advance_to(t_serve, on_step)
-    if progress:
-        progress("inventory simulated")
+    return t_serve, snaps
+
+
+def _cached_lists(world: World, trained, snaps: dict[int, InventorySnapshot], requests, cfg: StaleInventoryConfig,
+                  say) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per snapshot time, each request's cached (rows, scores): the ranker's top `cache_n` computed on the snapshot."""
+    out: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for t, snap in sorted(snaps.items()):
+        if trained is None:
+            rows = np.flatnonzero(snap.eligible(world))
+            out[t] = [top_n(rows, attraction_logits(world, q.request_id, rows, snap.price), cfg.cache_n)
+                      for q in requests]
+        else:
+            from recs.models.pipeline import Pipeline
+
+            pipe = Pipeline.load(trained.model, state=snap.state(world))
+            ts = from_us(t)
+            lists = []
+            for q in requests:
+                r = pipe.rank(replace(q, ts=ts), cfg.cache_n)
+                lists.append((world.state.indices(list(r.item_ids)), np.asarray(r.scores, dtype=float)))
+            out[t] = lists
+        say(f"cached lists of the snapshot at {from_us(t).isoformat()} computed")
+    return out
+
+
+def _run(world: World, trained, cfg: StaleInventoryConfig, say) -> dict:
+    ages = sorted(set(cfg.ages_s))
+    t_serve, snaps = _snapshots(world, cfg, ages)
+    say("inventory simulated")
     requests = world.sample_requests(cfg.n_requests, cfg.seed, ts=from_us(t_serve))
     live_elig = world.eligible(t_serve)
     live_price = world.state.price
-    cached: dict[int, list[np.ndarray]] = {}
-    for t, snap in snaps.items():  # each snapshot's cached list per request (computed once, reused by variants)
-        rows = np.flatnonzero(snap.eligible(world))
-        cached[t] = [top_n(rows, attraction_logits(world, q.request_id, rows, snap.price), cfg.cache_n)[0]
-                     for q in requests]
+    cached = _cached_lists(world, trained, snaps, requests, cfg, say)
     out = []
     for a in ages:
         t_stale, t_ttl = t_serve - a * 1_000_000, t_serve - min(a, cfg.ttl_s) * 1_000_000
         stale, filt, mitig = _Acc(), _Acc(), _Acc()
         for i, q in enumerate(requests):
             k = world.k_for(q)
-            rows = cached[t_stale][i]
-            stale.add(world, q, rows[:k], snaps[t_stale].price[rows[:k]], live_elig, k)
-            for acc, src in ((filt, cached[t_stale][i]), (mitig, cached[t_ttl][i])):
-                sc = attraction_logits(world, q.request_id, src, live_price)  # price re-read at serve time
+            rows = cached[t_stale][i][0][:k]
+            stale.add(world, q, rows, snaps[t_stale].price[rows], live_elig, k)
+            for acc, (src, sc) in ((filt, cached[t_stale][i]), (mitig, cached[t_ttl][i])):
+                if trained is None:  # the oracle re-scores with the re-read live price
+                    sc = attraction_logits(world, q.request_id, src, live_price)
+                else:  # the pipeline's cached order (its re-rank already applied) is kept
+                    sc = -np.arange(len(src), dtype=float)
                 ids, _ = rerank(world.item_ids[src], sc, world.state, q.ts, k, NO_CAP)
                 r = world.state.indices(ids)
                 acc.add(world, q, r, live_price[r], live_elig, k)
         out.append({"age_s": a, "age": fmt_age(a), **stale.result(), "filter_only": filt.result(),
                     "mitigated": mitig.result()})
-        if progress:
-            progress(f"age {fmt_age(a)} served")
+        say(f"age {fmt_age(a)} served")
     ref = next((s for s in out if s["age_s"] == 0), out[0])
     for s in out:
-        for d, r in ((s, ref), (s["filter_only"], ref), (s["mitigated"], ref)):
-            d["click_loss"] = _loss(d["clicks_per_request"], r["clicks_per_request"])
-            d["purchase_loss"] = _loss(d["purchases_per_request"], r["purchases_per_request"])
-    return {"kind": "simulate_stale_inventory", "config": _cfg_json(cfg), "serve_time": from_us(t_serve).isoformat(),
-            "n_requests": cfg.n_requests, "live_oos_share": float((world.state.stock == 0).mean()),
-            "snapshots": out}
+        for d in (s, s["filter_only"], s["mitigated"]):
+            d["click_loss"] = _loss(d["clicks_per_request"], ref["clicks_per_request"])
+            d["purchase_loss"] = _loss(d["purchases_per_request"], ref["purchases_per_request"])
+    model = None if trained is None else trained.describe()
+    return {"kind": "simulate_stale_inventory", "config": _cfg_json(cfg), "ranker": cfg.ranker, "model": model,
+            "serve_time": from_us(t_serve).isoformat(), "n_requests": cfg.n_requests,
+            "live_oos_share": float((world.state.stock == 0).mean()), "snapshots": out}
 
 
 def _cfg_json(cfg: StaleInventoryConfig) -> dict:
     d = asdict(cfg)
     d["sim"] = cfg.sim.to_json()
     d["ages_s"] = list(cfg.ages_s)
+    d["model"]["retrievers"] = list(cfg.model.retrievers)
+    d["dataset"] = str(cfg.dataset) if cfg.dataset else None
+    d["model_dir"] = str(cfg.model_dir) if cfg.model_dir else None
     return d
 
 
@@ -160,7 +221,7 @@ def stale_inventory_report(result: dict):
     snaps = result["snapshots"]
     hours = [s["age_s"] / 3600 for s in snaps]
     rep = Report("Stale inventory: serving from snapshots of growing age",
-                 f"{result['n_requests']} requests served at {result['serve_time']}")
+                 f"{result['ranker']} ranker; {result['n_requests']} requests served at {result['serve_time']}")
     worst = max(snaps, key=lambda s: s["age_s"])
     rep.callout(f"At age {worst['age']}: {worst['oos_shown_share']:.1%} of shown items out of stock, "
                 f"{worst['click_loss']:.1%} click loss and {worst['purchase_loss']:.1%} purchase loss; with the "
@@ -174,24 +235,27 @@ def stale_inventory_report(result: dict):
              "mitigated: CTR": s["mitigated"]["true_ctr"],
              "mitigated: purchase loss": s["mitigated"]["purchase_loss"]} for s in snaps]
     rep.table(rows, title="Per snapshot age")
-    rep.line_chart("True CTR against snapshot age", {
-        "stale": (hours, [s["true_ctr"] for s in snaps]),
-        "serve-time filter + price re-read": (hours, [s["filter_only"]["true_ctr"] for s in snaps]),
-        "all mitigations (+ TTL)": (hours, [s["mitigated"]["true_ctr"] for s in snaps])},
-        x_label="snapshot age (hours)", y_label="true CTR")
-    rep.line_chart("Expected purchases per request against snapshot age", {
-        "stale": (hours, [s["purchases_per_request"] for s in snaps]),
-        "serve-time filter + price re-read": (hours, [s["filter_only"]["purchases_per_request"] for s in snaps]),
-        "all mitigations (+ TTL)": (hours, [s["mitigated"]["purchases_per_request"] for s in snaps])},
-        x_label="snapshot age (hours)", y_label="purchases / request", y_zero=True)
+    variants = {"stale": lambda s: s, "serve-time filter + price re-read": lambda s: s["filter_only"],
+                "all mitigations (+ TTL)": lambda s: s["mitigated"]}
+    rep.line_chart("True CTR against snapshot age", {n: (hours, [f(s)["true_ctr"] for s in snaps])
+                                                     for n, f in variants.items()},
+                   x_label="snapshot age (hours)", y_label="true CTR")
+    rep.line_chart("Expected purchases per request against snapshot age",
+                   {n: (hours, [f(s)["purchases_per_request"] for s in snaps]) for n, f in variants.items()},
+                   x_label="snapshot age (hours)", y_label="purchases / request", y_zero=True)
     rep.line_chart("Shown items out of stock at serve time", {
         "stale": (hours, [s["oos_shown_share"] for s in snaps]),
         "mitigated": (hours, [s["mitigated"]["oos_shown_share"] for s in snaps])},
         x_label="snapshot age (hours)", y_label="share of shown items", y_zero=True)
-    rep.paragraph("Ranker: the simulator's oracle reading eligibility and prices from the snapshot (so every loss "
-                  "here is caused by staleness alone). The live state moves by the logging policy's traffic (sales), "
-                  "restocks, price changes and restrictions in 15-minute steps. `price changed`: shown items whose "
-                  "cached price differs from the live one. With the price re-read the displayed price is the live "
-                  "one by construction.")
+    who = ("the trained pipeline loaded on a copy of the item state of the snapshot time (retrieval, eligibility, "
+           "features and ranking all see the snapshot)" if result["ranker"] == "pipeline" else
+           "the simulator's oracle reading eligibility and prices from the snapshot (every loss is caused by "
+           "staleness alone)")
+    rep.paragraph(f"Ranker: {who}. The live state moves by the logging policy's traffic (sales), restocks, price "
+                  "changes and restrictions in 15-minute steps. `price changed`: shown items whose cached price "
+                  "differs from the live one. With the price re-read the displayed price is the live one by "
+                  "construction.")
+    if result.get("model"):
+        rep.kv(result["model"], title="Model")
     rep.kv(result["config"], title="Configuration", flatten=1)
     return rep

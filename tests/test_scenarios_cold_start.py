@@ -1,43 +1,63 @@
-"""cold-start scenario: a small trained pipeline, per-segment offline metrics and true CTR with mitigations."""
+"""cold-start scenario: per-segment offline metrics for each retriever and the pipeline, true CTR with and without
+the mitigations (content with new items indexed, popularity by category, exploration)."""
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 
 from recs.datasets.policy import Ranking, Request
-from recs.scenarios.cold_start import ColdStartConfig, ExplorePolicy, _metrics, cold_start_report, run_cold_start
+from recs.scenarios.cold_start import (ColdStartConfig, ExplorePolicy, VARIANTS, _metrics, cold_start_report,
+                                       run_cold_start)
+from recs.scenarios.trained import ModelSettings
 from recs.sim import SimConfig
+
+from _scenario_fixtures import tiny_trained
 
 
 @pytest.fixture(scope="module")
 def result():
-    sim = SimConfig(n_users=250, n_items=800, days=6, requests_per_day=1_200, seed=1)
-    return run_cold_start(ColdStartConfig(sim=sim, n_requests=80, max_eval_requests=300, max_ranker_requests=600,
+    t = tiny_trained()
+    return run_cold_start(ColdStartConfig(dataset=t.dataset, model_dir=t.model, n_requests=80, max_eval_requests=300,
                                           explore=0.3))
 
 
 def test_segments_and_sources(result):
     assert result["kind"] == "simulate_cold_start" and result["new_items"] > 0
     off = {(r["source"], r["segment"]) for r in result["offline"]}
-    for src in ("pipeline", "popularity", "covisit", "content", "suggest"):
-        assert (src, "all") in off and (src, "anonymous") in off
+    for src in ("pipeline:no_mitigation", "pipeline:mitigated", "retriever:popularity", "retriever:covisit",
+                "retriever:content", "retriever:suggest"):
+        assert (src, "all") in off and (src, "anonymous") in off and (src, "known_user") in off
     for r in result["offline"]:
         assert 0 <= r["recall"] <= 1 and 0 <= r["ndcg"] <= 1
+    on = {(r["segment"], r["policy"]) for r in result["online"]}
+    for seg in ("anonymous", "new_user", "known_user"):
+        assert all((seg, f"pipeline:{v}") in on for v in VARIANTS)
+        assert (seg, "retriever:popularity") in on
 
 
-def test_covisit_needs_history_popularity_does_not(result):
+def test_history_retrievers_need_history_popularity_does_not(result):
     by = {(r["source"], r["segment"]): r for r in result["offline"]}
-    assert by[("covisit", "anonymous")]["recall"] == 0.0  # no history, no session items: nothing to co-visit
-    assert by[("popularity", "anonymous")]["recall"] > 0.0
-    assert by[("pipeline", "anonymous")]["recall"] > 0.0
+    assert by[("retriever:covisit", "anonymous")]["recall"] == 0.0  # no history, no session items
+    assert by[("retriever:popularity", "anonymous")]["recall"] > 0.0
+    assert by[("pipeline:mitigated", "anonymous")]["recall"] > 0.0
+    on = {(r["segment"], r["policy"]): r for r in result["online"]}
+    assert on[("anonymous", "retriever:covisit")]["empty_share"] == 1.0
+    assert on[("anonymous", "retriever:popularity")]["true_ctr"] > 0
 
 
-def test_online_variants_and_exploration(result):
-    on = {(r["segment"], r["variant"]): r for r in result["online"]}
-    for seg in ("anonymous", "known_user"):
-        for v in ("no_mitigation", "mitigated", "mitigated_explore"):
-            r = on[(seg, v)]
+def test_new_items_reach_slates_only_through_the_mitigations(result):
+    on = {(r["segment"], r["policy"]): r for r in result["online"]}
+    for seg in ("anonymous", "new_user", "known_user"):
+        # nothing trained before the cut-off knows the new items
+        assert on[(seg, "pipeline:no_mitigation")]["new_item_slot_share"] == 0.0
+        assert on[(seg, "pipeline:popularity")]["new_item_slot_share"] == 0.0
+        assert on[(seg, "pipeline:mitigated_explore")]["new_item_slot_share"] > 0.0
+        assert "explore_cost" in on[(seg, "pipeline:mitigated_explore")]
+        for v in VARIANTS:
+            r = on[(seg, f"pipeline:{v}")]
             assert 0 < r["true_ctr"] < 1 and r["violations"] == 0
-        assert on[(seg, "mitigated_explore")]["new_item_slot_share"] > on[(seg, "mitigated")]["new_item_slot_share"]
-        assert "explore_cost" in on[(seg, "mitigated_explore")]
+    # the content retriever with the new items indexed proposes them to users with a history
+    assert on[("known_user", "retriever:content")]["new_item_slot_share"] > 0.0
 
 
 def test_report(result, tmp_path):
@@ -59,9 +79,12 @@ def test_metrics_and_explore_unit():
         def is_eligible(self, ids, ts):
             return np.array([i != "x" for i in ids])
 
-    from datetime import datetime, timezone
     pol = ExplorePolicy(Fixed(), State(), np.array(["x", "n1"], dtype=object), epsilon=1.0)
     r = pol.rank(Request("r1", datetime(2026, 1, 1, tzinfo=timezone.utc), "home", None, "s"), 3)
     assert r.item_ids == ("a", "b", "n1") and "explore" in r.stages
     with pytest.raises(ValueError):
         ColdStartConfig(explore=1.5)
+    with pytest.raises(ValueError, match="holdout"):
+        ColdStartConfig(model=ModelSettings(holdout_days=0))
+    with pytest.raises(ValueError, match="at least 3 simulated days"):
+        ColdStartConfig(sim=SimConfig(days=2))
