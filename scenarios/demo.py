@@ -87,7 +87,8 @@ class Demo:
                 "skew-check", ["skew-check", "--dataset", str(ds), "--json"], r / "skew.json")),
             ("counterfactual replay of the pipeline on hold-out logs", self._replay),
             ("failure modes: stale inventory", lambda: self.run_cmd(
-                "simulate stale-inventory", ["simulate", "stale-inventory", "--out", str(r)])),
+                "simulate stale-inventory", ["simulate", "stale-inventory", "--dataset", str(ds), "--model", str(model),
+                                              "--out", str(r)])),
             ("failure modes: delayed feedback", lambda: self.run_cmd(
                 "simulate delayed-feedback", ["simulate", "delayed-feedback", "--out", str(r)])),
             ("failure modes: drift", lambda: self.run_cmd(
