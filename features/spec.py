@@ -52,6 +52,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("emb_subcat_score", "float32", 0.0, "retrieval",
             "user (or session) vector . mean vector of the item's subcategory (denoised, covers items with no data)"),
     Feature("emb_known", "float32", 0.0, "retrieval", "1 if an embedding score exists for this pair"),
+    Feature("cm_score", "float32", -3.0, "retrieval",
+            "position-debiased click model's attraction logit for this visitor and item (models/retrievers/click_model)"),
     Feature("covisit_score", "float32", 0.0, "retrieval", "co-visitation score with the session and user history"),
     Feature("content_score", "float32", 0.0, "retrieval", "content similarity with the session and user profile"),
     Feature("n_sources", "float32", 0.0, "retrieval", "number of retrievers that proposed the item"),

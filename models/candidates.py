@@ -5,8 +5,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-DEFAULT_QUOTAS = {"embedding": 120, "covisit": 80, "content": 60, "popularity": 60, "suggest": 60}
-SEARCH_QUOTAS = {"suggest": 150, "embedding": 60, "covisit": 30, "content": 30, "popularity": 30}
+from recs.models.base import Candidates
+from recs.models.blend import BlendConfig as Blend
+from recs.models.blend import blend
+
+DEFAULT_QUOTAS = {"embedding": 120, "clickmodel": 60, "covisit": 80, "content": 60, "popularity": 60,
+                  "suggest": 60}
+SEARCH_QUOTAS = {"suggest": 150, "embedding": 60, "clickmodel": 30, "covisit": 30, "content": 30,
+                 "popularity": 30}
 
 
 @dataclass(frozen=True)
@@ -38,40 +44,25 @@ class BlendConfig:
 def merge_candidates(lists, cfg: BlendConfig, surface: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Union of the sources' candidates, each source within its quota, round-robin by rank up to `cfg.total`.
 
+    The blending itself is `models.blend.blend` (no fill phase here: a source's unused quota is not passed on).
     Returns ids (n,) and retrieval features: `n_sources`, `best_source_rank`, `covisit_score`, `content_score`
     (NaN where a source did not propose the item).
     """
-    order: dict[str, int] = {}
-    n_src: list[int] = []
-    best: list[float] = []
-    per_kind: dict[str, dict[int, float]] = {"covisit": {}, "content": {}}
-    trimmed = []
+    trimmed, quotas = [], {}
     for c in lists:
-        kind = c.source.split(":")[0]
-        q = cfg.quota(kind, surface)
-        trimmed.append((kind, c.item_ids[:q], c.scores[:q]))
-    depth = max((len(ids) for _, ids, _ in trimmed), default=0)
-    for r in range(depth):  # round-robin so that every source is represented before the cap bites
-        for kind, ids, scores in trimmed:
-            if r >= len(ids):
-                continue
-            iid = ids[r]
-            j = order.get(iid)
-            if j is None:
-                if len(order) >= cfg.total:
-                    continue
-                j = order[iid] = len(order)
-                n_src.append(0)
-                best.append(np.inf)
-            n_src[j] += 1
-            best[j] = min(best[j], r)
-            if kind in per_kind:
-                per_kind[kind][j] = float(scores[r])
-    n = len(order)
-    feats = {"n_sources": np.asarray(n_src, dtype=float), "best_source_rank": np.asarray(best, dtype=float)}
-    for kind, vals in per_kind.items():
-        arr = np.full(n, np.nan)
-        if vals:
-            arr[list(vals)] = list(vals.values())
-        feats[f"{kind}_score"] = arr
-    return np.asarray(list(order), dtype=object), feats
+        q = cfg.quota(c.source.split(":")[0], surface)
+        if q > 0 and len(c):
+            trimmed.append(Candidates(c.item_ids[:q], c.scores[:q], c.source, np.arange(min(q, len(c)))))
+            quotas[c.source] = q
+    if not trimmed:
+        return np.asarray([], dtype=object), {k: np.zeros(0) for k in ("n_sources", "best_source_rank",
+                                                                         "covisit_score", "content_score")}
+    b = blend(trimmed, quotas=quotas, config=Blend(quotas=quotas, total=cfg.total, fill=False))
+    n = len(b)
+    ranks = np.vstack([b.features[f"rank_{c.source}"] for c in trimmed])
+    feats = {"n_sources": b.features["n_sources"].astype(float),
+             "best_source_rank": np.nanmin(np.where(np.isnan(ranks), np.inf, ranks), axis=0)}
+    for kind in ("covisit", "content"):
+        cols = [b.features[f"score_{c.source}"] for c in trimmed if c.source.split(":")[0] == kind]
+        feats[f"{kind}_score"] = cols[0] if cols else np.full(n, np.nan)
+    return b.item_ids, feats

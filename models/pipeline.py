@@ -45,8 +45,9 @@ class Pipeline:
     def __init__(self, retrievers: dict[str, Retriever], ranker: Ranker | None, snapshot: Snapshot,
                  state: OnlineState, histories: dict[str, tuple[str, ...]], blend: BlendConfig = BlendConfig(),
                  rerank_cfg: RerankConfig = RerankConfig(), policy_id: str = "pipeline",
-                 fallback: dict[str, list[str]] | None = None) -> None:
+                 fallback: dict[str, list[str]] | None = None, cold_ranker: Ranker | None = None) -> None:
         self.retrievers, self.ranker, self.snapshot, self.state = retrievers, ranker, snapshot, state
+        self.cold_ranker = cold_ranker   # for context-free visitors (see `is_context_free`); None: `ranker` for all
         self.histories, self.blend, self.rerank_cfg, self.policy_id = histories, blend, rerank_cfg, policy_id
         self.fallback = fallback or {}
         self.attrs = attrs_from_state(state)
@@ -84,8 +85,19 @@ class Pipeline:
             ok = self.state.is_eligible(list(ids), request.ts)
             ids = ids[ok]
             feats = {k: v[ok] for k, v in feats.items()}
-        feats["emb_score"], feats["emb_subcat_score"] = self.embedding_scores(request, ids)
+        feats.update(self.model_scores(request, ids))
         return ids, feats
+
+    def model_scores(self, request: Request, item_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores of the learnt models for any items (retrieved or not): emb_score, emb_subcat_score, cm_score."""
+        out = dict(zip(("emb_score", "emb_subcat_score"), self.embedding_scores(request, item_ids)))
+        cm = self.retrievers.get("clickmodel")
+        if cm is not None and len(item_ids):
+            out["cm_score"] = cm.score_rows(request, self.history(request.user_id), self.state,
+                                            self.state.indices(list(item_ids)))
+        else:
+            out["cm_score"] = np.full(len(item_ids), np.nan)
+        return out
 
     def prefix_matches(self, ids: np.ndarray, prefix: str) -> np.ndarray:
         """Search-bar rule: suggestions complete the typed prefix (subcategory name first, else a title word)."""
@@ -132,12 +144,22 @@ class Pipeline:
             self._centroids = (names, cent)
         return self._centroids
 
+    def is_context_free(self, request: Request) -> bool:
+        """No visitor signal at all: anonymous (or unknown) with no history and no clicks in the session."""
+        return not request.recent_items and not self.history(request.user_id)
+
+    def ranker_for(self, request: Request) -> Ranker | None:
+        if self.cold_ranker is not None and self.is_context_free(request):
+            return self.cold_ranker
+        return self.ranker
+
     def score(self, request: Request, ids: np.ndarray, feats: dict[str, np.ndarray],
               use_ranker: bool = True) -> np.ndarray:
-        if self.ranker is None or not use_ranker:
+        ranker = self.ranker_for(request)
+        if ranker is None or not use_ranker:
             return -feats["best_source_rank"].astype(float)
         X = compute_features(online_inputs(request, ids, self.state, feats), self.snapshot, self.attrs)
-        return self.ranker.predict(X)
+        return ranker.predict(X)
 
     def score_candidates(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """All eligible candidates with their ranker scores (for Plackett-Luce target policies)."""
@@ -219,12 +241,13 @@ class Pipeline:
         check_spec(d / "feature_spec.json")
         retrievers = {kind: load_retriever(kind, d / "retrievers" / kind) for kind in meta["retrievers"]}
         ranker = Ranker.load(d / "ranker") if (d / "ranker" / "model.txt").is_file() else None
+        cold = Ranker.load(d / "ranker_cold") if (d / "ranker_cold" / "model.txt").is_file() else None
         snap = Snapshot.load(d / "snapshot")
         state = state or load_state(d / "state")
         blend = BlendConfig.from_json(meta.get("blend", {}))
         rr = RerankConfig(**meta.get("rerank", {}))
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
-                   meta.get("policy_id", "pipeline"), fallback)
+                   meta.get("policy_id", "pipeline"), fallback, cold)
 
 

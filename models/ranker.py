@@ -27,6 +27,8 @@ class RankerConfig:
     eval_at: int = 10
     num_threads: int = 2
     seed: int = 0
+    objective: str = "lambdarank"          # or "binary": pointwise click probability
+    label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)   # gain of grade none, click, add-to-cart, purchase
 
     def __post_init__(self) -> None:
         import os
@@ -36,6 +38,10 @@ class RankerConfig:
         if self.n_estimators < 1 or self.num_leaves < 2 or not 0 < self.learning_rate <= 1 \
                 or self.early_stopping_rounds < 0:
             raise ValueError("bad ranker settings")
+        if self.objective not in ("lambdarank", "binary"):
+            raise ValueError(f"objective must be lambdarank or binary, got {self.objective!r}")
+        if len(self.label_gain) != 4 or any(g < 0 for g in self.label_gain):
+            raise ValueError("label_gain needs 4 non-negative gains (none, click, add-to-cart, purchase)")
 
 
 @dataclass
@@ -78,11 +84,13 @@ def train_ranker(X: np.ndarray, y: np.ndarray, req: np.ndarray, w: np.ndarray | 
                  ) -> Ranker:
     """Fit lambdarank on rows sorted by request (`req` holds each row's request index), early-stopped on NDCG."""
     params = {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [cfg.eval_at], "num_leaves": cfg.num_leaves,
+        "objective": cfg.objective, "metric": "ndcg", "eval_at": [cfg.eval_at], "num_leaves": cfg.num_leaves,
         "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
         "feature_fraction": cfg.feature_fraction, "num_threads": cfg.num_threads, "seed": cfg.seed,
-        "deterministic": True, "verbosity": -1, "label_gain": [0, 1, 3, 7],
+        "deterministic": True, "verbosity": -1, "label_gain": list(cfg.label_gain),
     }
+    if cfg.objective == "binary":   # pointwise: P(click); graded labels become click / no click
+        y, y_val = (y > 0).astype(np.int32), (y_val > 0).astype(np.int32)
     train = lgb.Dataset(X, y, weight=w, group=_groups(req), feature_name=list(FEATURE_NAMES))
     valid = lgb.Dataset(X_val, y_val, group=_groups(req_val), reference=train)
     callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)] if cfg.early_stopping_rounds else []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from recs.models.base import Retriever
 
-KINDS = ("popularity", "covisit", "content", "embedding", "suggest")
+KINDS = ("popularity", "covisit", "content", "embedding", "suggest", "clickmodel")
 
 
 def retriever_class(kind: str) -> type[Retriever]:

@@ -33,6 +33,7 @@ from recs.models.state_files import histories_frame, save_state, state_frames
 from recs.models.training_rows import build_rows, day_snapshots, day_start, split_by_time
 
 Progress = Callable[[str], None]
+MIN_COLD_REQUESTS = 200   # fewer context-free ranker requests than this: one ranker for all
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class TrainConfig:
     holdout_days: int = 1
     ranker_days: int = 2
     label_window_days: float = 7.0
-    max_ranker_requests: int = 6_000
+    max_ranker_requests: int = 20_000
     retrievers: tuple[str, ...] = KINDS
     refit_retrievers: bool = True
     seed: int = 0
@@ -52,6 +53,9 @@ class TrainConfig:
     embedding_epochs: int = 25
     embedding_lr: float = 0.01
     embedding_dim: int = 32
+    ranker_negatives: int = 40            # unshown retrieved candidates per request added as non-clicks (0: off)
+    ranker_negative_weight: float = 1.0   # their row weight (logged rows weigh 1; LightGBM lambdarank weighs groups)
+    cold_ranker: bool = True              # a separate ranker for context-free visitors
 
     def __post_init__(self) -> None:
         if self.holdout_days < 0 or self.ranker_days < 1:
@@ -161,16 +165,34 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
                           _histories(tables.interactions, win["ranker_start"]), cfg.blend, cfg.rerank)
     days = sorted({day_start(r.ts) for r in requests.values()})
     snaps = day_snapshots(tables.catalog, tables.interactions, tables.impressions, tables.events, days)
-    X, y, w, req, rows = build_rows(ranker_labels, requests, early_pipe, tables.catalog, tables.events, snaps,
-                                    attrs_from_catalog(tables.catalog))
-    times["ranker_rows"] = time.perf_counter() - t0
-    log(f"ranker rows: {len(y):,} from {len(requests):,} requests")
-    t0 = time.perf_counter()
-    tr, va = split_by_time({r: q.ts for r, q in requests.items()})
-    is_tr = rows["request_id"].is_in(list(tr)).to_numpy()
-    ranker = train_ranker(X[is_tr], y[is_tr], req[is_tr], w[is_tr], X[~is_tr], y[~is_tr], req[~is_tr], cfg.ranker)
-    times["ranker"] = time.perf_counter() - t0
-    log(f"ranker: best iteration {ranker.best_iteration}, valid NDCG@10 {ranker.valid_ndcg}")
+    # two rankers: one for visitors with a signal (history or session clicks), trained on their logged slates plus
+    # unshown candidates as negatives; one for context-free visitors, trained on every request's logged slate only
+    # (within-slate contrasts, position-debiased): measured better for them than either alternative (docs/PIPELINE.md)
+    groups = {"personal": {r: q for r, q in requests.items() if not early_pipe.is_context_free(q)}}
+    if cfg.cold_ranker and len(requests) - len(groups["personal"]) >= MIN_COLD_REQUESTS:
+        groups["cold"] = requests
+    else:
+        groups = {"personal": requests}
+    rankers, ranker_meta, n_rows = {}, {}, 0
+    for name, reqs in groups.items():
+        t0 = time.perf_counter()
+        X, y, w, req, rows = build_rows(ranker_labels, reqs, early_pipe, tables.catalog, tables.events, snaps,
+                                        attrs_from_catalog(tables.catalog),
+                                        negatives_per_request=cfg.ranker_negatives if name == "personal" else 0,
+                                        seed=cfg.seed, negative_weight=cfg.ranker_negative_weight)
+        times[f"ranker_rows_{name}"] = time.perf_counter() - t0
+        log(f"ranker ({name}) rows: {len(y):,} from {len(reqs):,} requests")
+        t0 = time.perf_counter()
+        tr, va = split_by_time({r: q.ts for r, q in reqs.items()})
+        is_tr = rows["request_id"].is_in(list(tr)).to_numpy()
+        rk = train_ranker(X[is_tr], y[is_tr], req[is_tr], w[is_tr], X[~is_tr], y[~is_tr], req[~is_tr], cfg.ranker)
+        times[f"ranker_{name}"] = time.perf_counter() - t0
+        log(f"ranker ({name}): best iteration {rk.best_iteration}, valid NDCG@10 {rk.valid_ndcg}")
+        rankers[name] = rk
+        n_rows += len(y)
+        ranker_meta[name] = {"best_iteration": rk.best_iteration, "valid_ndcg": rk.valid_ndcg, "rows": int(len(y)),
+                             "requests": len(reqs)}
+    ranker = rankers["personal"]
     # 3. serving retrievers on all training days
     t0 = time.perf_counter()
     final = fit_retrievers(tables.before(win["train_end"]), cfg, log) if cfg.refit_retrievers else early
@@ -188,8 +210,9 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
         "ranker_window": {"start": win["ranker_start"].isoformat(), "end": win["train_end"].isoformat()},
         "dataset": str(Path(dataset).resolve()), "dataset_fingerprint": dataset_fingerprint(Path(dataset)),
         "blend": cfg.blend.to_json(), "rerank": asdict(cfg.rerank), "ranker": {
-            "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": int(len(y)),
-            "requests": len(requests), "config": asdict(cfg.ranker)},
+            "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": n_rows,
+            "requests": len(requests), "config": asdict(cfg.ranker), "negatives_per_request": cfg.ranker_negatives,
+            "models": ranker_meta},
         "offline_metrics": {}, "stage_seconds": {k: round(v, 2) for k, v in times.items()},
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -197,6 +220,8 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
         for kind, r in final.items():
             r.save(tmp / "retrievers" / kind)
         ranker.save(tmp / "ranker")
+        if "cold" in rankers:
+            rankers["cold"].save(tmp / "ranker_cold")
         snap.save(tmp / "snapshot")
         save_state(tmp / "state", state_cat, sellers, hist)
         (tmp / "fallback.json").write_text(json.dumps(fallback))

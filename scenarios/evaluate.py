@@ -117,14 +117,19 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
 
 
 def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict, dict]:
-    """True expected CTR of pipeline, logging and oracle policies on the same fresh requests, overall and by segment."""
+    """True expected CTR of pipeline, logging, oracle and informed-ceiling policies on the same fresh requests.
+
+Overall and by segment. The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
+ceiling for anything learnt from logs (true item parameters and registered users' tastes, the population prior
+for anonymous visitors), see docs/SIM.md."""
     from recs.sim import World
 
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
     pipe.index_new_items()
     reqs = world.sample_requests(cfg.true_ctr_requests, cfg.seed + 17)
-    policies = {"pipeline": pipe, "logging": world.logging_policy(), "oracle": world.oracle_policy()}
+    policies = {"pipeline": pipe, "logging": world.logging_policy(), "oracle": world.oracle_policy(),
+                "informed": world.informed_policy()}
     seg_names = {"anonymous": lambda r: r.user_id is None, "logged_in": lambda r: r.user_id is not None,
                  "home": lambda r: r.surface == "home", "search": lambda r: r.surface == "search"}
     overall: dict = {}
@@ -150,4 +155,5 @@ def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict,
                 seg_out.setdefault(seg, {})[name] = float(clicks[m].sum() / max(shown[m].sum(), 1))
     overall["pipeline_vs_logging"] = overall["pipeline"] / overall["logging"]
     overall["pipeline_vs_oracle"] = overall["pipeline"] / overall["oracle"]
+    overall["pipeline_vs_informed"] = overall["pipeline"] / overall["informed"]
     return overall, seg_out

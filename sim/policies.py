@@ -1,4 +1,4 @@
-"""Reference policies of the simulator: the oracle (knows the truth) and the uniform random policy."""
+"""Reference policies of the simulator: the oracle (knows the truth), the informed ceiling and uniform random."""
 from __future__ import annotations
 
 import zlib
@@ -65,3 +65,63 @@ class UniformPolicy:
         ok &= elig[np.maximum(self.w.state.indices(ids), 0)] if ids else ok
         probs = np.tile(np.where(ok, 1.0 / max(n, 1), 0.0), (min(k, n), 1))
         return SlotProbabilities(ids, probs if len(ids) else np.zeros((min(k, n), 0)))
+
+
+class InformedPolicy:
+    """The best a learner could hope for: knows every item's true parameters and registered users' true tastes,
+    but not an anonymous visitor's, whose attraction it averages over the population prior (Monte Carlo), given
+    the typed prefix on search (exact posterior over the intended subcategory). A ceiling for learnt policies,
+    below the oracle, which also knows the anonymous visitor."""
+
+    policy_id = "sim-informed"
+
+    def __init__(self, world, n_prior: int = 256, seed: int = 0) -> None:
+        from recs.sim.catalog import sample_user_vectors
+
+        self.w = world
+        rng = np.random.default_rng([world.cfg.seed, 23, seed])
+        self.prior_vec = sample_user_vectors(world.catalog, n_prior, world.cfg.dim, rng)
+        self.prior_beta = rng.gamma(2.0, 0.3, n_prior)
+
+    def scores(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, expected attraction) of all eligible items for `request`."""
+        w, c = self.w, self.w.catalog
+        ctx = w.contexts.get(request.request_id)
+        if ctx is None:
+            raise KeyError(f"the informed policy only ranks requests drawn by its world, not {request.request_id!r}")
+        rows = np.flatnonzero(w.eligible(request.ts))
+        if ctx.user_row >= 0:
+            rows, logit = OraclePolicy(w).scores(request)
+            return rows, choice.sigmoid(logit)
+        vecs, betas = self.prior_vec, self.prior_beta
+        base = (choice.attraction_logit(vecs, np.broadcast_to(c.vec[rows], (len(vecs),) + c.vec[rows].shape),
+                                        np.broadcast_to(c.quality[rows], (len(vecs), len(rows))),
+                                        np.broadcast_to(w.rel_price(rows), (len(vecs), len(rows))), betas, None,
+                                        w.cfg))
+        if request.surface != "search" or not request.query:
+            return rows, choice.sigmoid(base).mean(axis=0)
+        names = c.subcat_names
+        match = [s for s in range(len(names)) if names[s].startswith(request.query)]
+        if not match:
+            return rows, choice.sigmoid(base).mean(axis=0)
+        logits = 2.0 * vecs @ c.centroids.T
+        p_intent = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p_intent /= p_intent.sum(axis=1, keepdims=True)
+        weights = p_intent[:, match]                      # (n_prior, n_match): joint posterior, unnormalised
+        weights = weights / weights.sum()
+        b = w.cfg.search_intent_boost
+        out = np.zeros(len(rows))
+        for j, s in enumerate(match):
+            boost = np.where(c.subcat[rows] == s, b, -b)
+            out += (weights[:, j][:, None] * choice.sigmoid(base + boost[None, :])).sum(axis=0)
+        return rows, out
+
+    def rank(self, request: Request, k: int) -> Ranking:
+        rows, score = self.scores(request)
+        k = min(k, len(rows))
+        top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=np.int64)
+        top = top[np.argsort(-score[top], kind="stable")]
+        return Ranking(tuple(self.w.item_ids[rows[top]]), tuple(float(x) for x in score[top]), ("informed",))
+
+    def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
+        return deterministic_slot_probabilities(self.rank(request, k), k)

@@ -235,6 +235,10 @@ class World:
         from recs.sim.policies import OraclePolicy
         return OraclePolicy(self)
 
+    def informed_policy(self):
+        from recs.sim.policies import InformedPolicy
+        return InformedPolicy(self)
+
     def uniform_policy(self):
         from recs.sim.policies import UniformPolicy
         return UniformPolicy(self)

@@ -37,7 +37,7 @@ def test_train_all_writes_a_complete_model(trained):
     for f in ("model.json", "feature_spec.json", "ranker/model.txt", "snapshot/meta.json", "state/catalog.parquet",
               "fallback.json"):
         assert (model / f).exists(), f
-    assert set(meta["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest"}
+    assert set(meta["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
     assert meta["ranker"]["rows"] > 1000
     assert datetime.fromisoformat(meta["training_window"]["end"]) == datetime.fromisoformat(meta["holdout"]["start"])
     assert not list(model.rglob("*.pkl")) and not list(model.rglob("*.pickle"))
@@ -76,7 +76,8 @@ def test_evaluate_reports_segments_and_true_ctr(trained):
     assert res["policy_violations"] == 0
     tc = res["true_ctr"]
     assert tc["oracle"] > tc["logging"] and 0 < tc["pipeline"] < tc["oracle"]
-    assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest"}
+    assert tc["logging"] < tc["informed"] <= tc["oracle"] * 1.001
+    assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
 
 
 def test_cli_train_and_evaluate_errors(tmp_path, trained):
@@ -134,3 +135,29 @@ def test_ci_gates(trained, tmp_path):
     worse["true_ctr"]["pipeline_vs_logging"] = 0.25  # a uniform-random ranker: true CTR ~0.05 vs logging ~0.21
     atomic_write_json(runs / "evaluate.json", worse)
     assert CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)]).exit_code == 1
+
+
+def test_context_free_visitors_get_their_own_ranker(trained):
+    ds, model, meta = trained
+    assert set(meta["ranker"]["models"]) == {"personal", "cold"}
+    assert (model / "ranker_cold" / "model.txt").is_file()
+    world = World.load(ds)
+    pipe = Pipeline.load(model, state=world.state)
+    reqs = world.sample_requests(60, 5)
+    anon = next(r for r in reqs if r.user_id is None and not r.recent_items)
+    known = next(r for r in reqs if r.user_id is not None and pipe.history(r.user_id))
+    assert pipe.ranker_for(anon) is pipe.cold_ranker and pipe.ranker_for(known) is pipe.ranker
+
+
+def test_candidate_negatives_are_unshown_grade_zero_rows():
+    from recs.models.training_rows import with_candidate_negatives
+
+    lab = pl.DataFrame({"request_id": ["a"] * 3 + ["b"] * 2, "ts": [T0] * 5, "item_id": ["x", "y", "z", "x", "w"],
+                        "position": [0, 1, 2, 0, 1], "grade": [1, 0, 0, 0, 3]})
+    cands = {"a": np.array(["x", "p", "q", "r", "y"], dtype=object), "b": np.array(["x", "w"], dtype=object)}
+    out = with_candidate_negatives(lab, cands, 2, np.random.default_rng(0))
+    added = out.join(lab.select("request_id", "item_id", pl.lit(1).alias("logged")), on=["request_id", "item_id"],
+                     how="left").filter(pl.col("logged").is_null())
+    assert added.height == 2 and set(added["item_id"]) <= {"p", "q", "r"} and (added["grade"] == 0).all()
+    assert added["position"].is_between(0, 2).all() and (out["weight"] == 1.0).all()
+    assert out.filter(pl.col("grade") > 0).height == 2                  # logged labels untouched

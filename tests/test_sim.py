@@ -226,3 +226,17 @@ def test_logging_policy_reproduces_logged_propensities_point_in_time(dataset):
             assert sp.probs[p, col[item]] == pytest.approx(prop, rel=1e-9), (req.request_id, p)
             checked += 1
     assert checked > 500
+
+
+def test_informed_ceiling_sits_between_logging_and_oracle():
+    """The informed policy equals the oracle for registered users and loses only on anonymous visitors."""
+    world = World.build(TINY)
+    reqs = world.sample_requests(600, seed=4)
+    anon = [r for r in reqs if r.user_id is None]
+    known = [r for r in reqs if r.user_id is not None][:100]
+    informed = world.informed_policy()
+    assert [informed.rank(r, 5).item_ids for r in known] == [world.oracle_policy().rank(r, 5).item_ids for r in known]
+    v = {name: run_policy(p, len(anon), 0, world, requests=anon).ctr
+         for name, p in (("logging", world.logging_policy()), ("informed", informed),
+                         ("oracle", world.oracle_policy()))}
+    assert v["logging"] < v["informed"] < v["oracle"], v

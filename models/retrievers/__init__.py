@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from recs.models.base import Retriever
+from recs.models.retrievers.click_model import ClickModelConfig, ClickModelRetriever
 from recs.models.retrievers.content import ContentConfig, ContentRetriever
 from recs.models.retrievers.covisit import CovisitConfig, CovisitRetriever
 from recs.models.retrievers.popularity import GLOBAL, PopularityConfig, PopularityRetriever
@@ -18,6 +19,7 @@ RETRIEVERS: dict[str, type[Retriever]] = {
     CovisitRetriever.kind: CovisitRetriever,
     ContentRetriever.kind: ContentRetriever,
     SuggestRetriever.kind: SuggestRetriever,
+    ClickModelRetriever.kind: ClickModelRetriever,
 }
 
 
@@ -36,4 +38,4 @@ def load_retriever(path: str | Path) -> Retriever:
 
 
 __all__ = ["RETRIEVERS", "GLOBAL", "load_retriever", "PopularityRetriever", "PopularityConfig", "CovisitRetriever",
-           "CovisitConfig", "ContentRetriever", "ContentConfig", "SuggestRetriever", "SuggestConfig"]
+           "CovisitConfig", "ContentRetriever", "ContentConfig", "SuggestRetriever", "SuggestConfig", "ClickModelRetriever", "ClickModelConfig"]

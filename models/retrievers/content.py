@@ -90,7 +90,7 @@ class ContentRetriever(Retriever):
                  .with_row_index("r").explode("t").drop_nulls("t").unique(["r", "t"]))
         if cfg.drop_numeric_tokens:
             words = words.filter(~pl.col("t").str.contains(r"^\d+$"))
-        df = words.group_by("t").len()
+        df = words.group_by("t").len().sort("t")
         self.idf = {t: float(np.log((1 + n) / (1 + c)) + 1.0) for t, c in df.iter_rows()}
         self.default_idf = float(np.log(1 + n) + 1.0)
         qs = np.linspace(0, 1, cfg.n_price_bands + 1)[1:-1]

@@ -1,0 +1,303 @@
+"""Position-debiased click model: a factorisation model fitted on logged impressions (clicks and non-clicks).
+
+BPR learns from clicks against random negatives, so it mostly learns what the logging policy chose to show. This
+model learns from every impression the logger showed, clicked or not, with the position-based model of
+examination::
+
+    P(click | request r, item i, position p, surface s) = sigma(theta[s, p]) * sigma(z(r, i))
+    z(r, i) = g + b_i + b_sub(i) + u_r . (e_i + e_sub(i)) - (beta_0 + beta_u) * rel_i + w_q * match(r, i)
+
+where rel_i is the item's log price minus the log median price of its subcategory, match is 1 on the search bar
+when the item's subcategory name starts with the typed prefix, and the visitor vector u_r is the registered user's
+learnt vector plus alpha * the mean item vector of the session's earlier clicks (anonymous visitors: that term
+alone). Items unseen in training fall back to their subcategory's vector and bias. The serving score is z without
+the examination term, so ranking by it is ranking by estimated attraction, free of position bias.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from recs.datasets.io import atomic_dir
+from recs.datasets.online_state import OnlineState
+from recs.datasets.policy import Request
+from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
+from recs.models.retrievers._common import StateRows
+
+RECENT = 10          # session clicks the visitor vector looks at
+MAX_POSITION = 20    # examination parameters per surface for positions 0..MAX_POSITION-1 (later ones share the last)
+
+
+@dataclass
+class ClickModelConfig:
+    """Size and regularisation of the click model; defaults tuned on the demo-scale simulator (docs/RETRIEVAL.md)."""
+
+    dim: int = 16
+    epochs: int = 12
+    batch_size: int = 4096
+    learning_rate: float = 0.03
+    l2: float = 0.02
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.learning_rate <= 0 or self.l2 < 0:
+            raise ValueError("learning_rate must be > 0 and l2 >= 0")
+
+
+@dataclass
+class ClickModelParams:
+    """The fitted parameters, in plain arrays (saved as .npy)."""
+
+    item_ids: np.ndarray        # (n_items,) sorted str
+    item_sub: np.ndarray        # (n_items,) subcategory index
+    item_vec: np.ndarray        # (n_items, d) item part e_i
+    item_bias: np.ndarray       # (n_items,)
+    subcats: np.ndarray         # (n_sub,) subcategory names
+    sub_vec: np.ndarray         # (n_sub, d)
+    sub_bias: np.ndarray        # (n_sub,)
+    sub_ref_logprice: np.ndarray  # (n_sub,) log median price
+    user_ids: np.ndarray        # (n_users,) sorted str
+    user_vec: np.ndarray        # (n_users, d)
+    user_beta: np.ndarray       # (n_users,)
+    scalars: dict               # beta0, alpha, w_match, g
+    examination: np.ndarray     # (2, MAX_POSITION) sigma(theta): home, search
+
+
+def _subcat_table(catalog: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    ref = catalog.group_by("subcategory").agg(pl.col("price").log().median().alias("ref")).sort("subcategory")
+    return ref["subcategory"].to_numpy().astype(str), ref["ref"].to_numpy().astype(np.float32)
+
+
+def _session_recent(impressions: pl.DataFrame, interactions: pl.DataFrame, item_index: dict[str, int]
+                    ) -> dict[str, list[int]]:
+    """Per request: item indices of the session's clicks before the request, oldest first (last RECENT)."""
+    reqs = impressions.group_by("request_id").agg(pl.col("session_id").first(), pl.col("ts").min())
+    clicks = (interactions.filter(pl.col("kind") == "click").select("session_id", pl.col("ts").alias("cts"),
+                                                                    "item_id"))
+    j = (reqs.join(clicks, on="session_id").filter(pl.col("cts") < pl.col("ts")).sort("cts")
+         .group_by("request_id").agg(pl.col("item_id").tail(RECENT)))
+    return {r: [item_index[i] for i in items if i in item_index] for r, items in j.iter_rows()}
+
+
+class ClickModelRetriever(Retriever):
+    """Top items by the click model's attraction score among the eligible ones; also scores given items."""
+
+    kind: ClassVar[str] = "clickmodel"
+
+    def __init__(self, config: ClickModelConfig | None = None) -> None:
+        self.config = config or ClickModelConfig()
+        self.p: ClickModelParams | None = None
+        self._rows = StateRows()
+        self._state_key: tuple[int, int] = (-1, -1)
+        self._state_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._user_index: dict[str, int] = {}
+        self._item_index: dict[str, int] = {}
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def fit(self, data: TrainingData) -> "ClickModelRetriever":
+        import torch
+
+        if data.impressions is None or data.impressions.is_empty():
+            raise ValueError("the click model needs logged impressions (clicked and not) to learn from")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        torch.set_num_threads(cfg.threads)
+        cat = data.catalog.sort("item_id")
+        subcats, ref = _subcat_table(cat)
+        sub_index = {s: j for j, s in enumerate(subcats)}
+        item_ids = cat["item_id"].to_numpy().astype(str)
+        item_sub = np.array([sub_index[s] for s in cat["subcategory"].to_list()], dtype=np.int64)
+        item_rel = (np.log(cat["price"].to_numpy()) - ref[item_sub]).astype(np.float32)
+        item_index = {i: j for j, i in enumerate(item_ids)}
+        imp = data.impressions.filter(pl.col("item_id").is_in(pl.Series(item_ids).implode()))
+        user_ids = np.array(sorted(imp["user_id"].drop_nulls().unique().to_list()), dtype=str)
+        user_index = {u: j + 1 for j, u in enumerate(user_ids)}  # 0: anonymous / unknown
+        recent = _session_recent(imp, data.interactions, item_index)
+        it = np.array([item_index[i] for i in imp["item_id"].to_list()], dtype=np.int64)
+        us = np.array([user_index.get(u, 0) if u is not None else 0 for u in imp["user_id"].to_list()],
+                      dtype=np.int64)
+        surf = (imp["surface"] == "search").to_numpy().astype(np.int64)
+        pos = imp["position"].to_numpy().clip(0, MAX_POSITION - 1).astype(np.int64)
+        queries = imp["query"].to_list()
+        match = np.array([q is not None and s and subcats[s_].startswith(q.lower()) for q, s, s_ in
+                          zip(queries, surf, item_sub[it])], dtype=np.float32)
+        rec = np.full((imp.height, RECENT), -1, dtype=np.int64)
+        for j, r in enumerate(imp["request_id"].to_list()):
+            items = recent.get(r)
+            if items:
+                rec[j, :len(items)] = items
+        y = imp["clicked"].to_numpy().astype(np.float32)
+        n_u, n_i, n_s, d = len(user_ids) + 1, len(item_ids), len(subcats), cfg.dim
+        g = torch.Generator().manual_seed(cfg.seed)
+        P = {"U": torch.randn(n_u, d, generator=g) * 0.01, "E": torch.randn(n_i, d, generator=g) * 0.01,
+             "S": torch.randn(n_s, d, generator=g) * 0.01, "bi": torch.zeros(n_i), "bs": torch.zeros(n_s),
+             "beta_u": torch.zeros(n_u), "beta0": torch.zeros(1), "alpha": torch.full((1,), 0.5),
+             "w_match": torch.zeros(1), "g": torch.full((1,), -1.0), "theta": torch.zeros(2, MAX_POSITION)}
+        for v in P.values():
+            v.requires_grad_(True)
+        opt = torch.optim.Adam(P.values(), lr=cfg.learning_rate)
+        T = {k: torch.from_numpy(v) for k, v in dict(it=it, us=us, surf=surf, pos=pos, match=match, rec=rec, y=y,
+                                                      sub=item_sub, rel=item_rel).items()}
+        n = len(y)
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=g)
+            for start in range(0, n, cfg.batch_size):
+                b = perm[start:start + cfg.batch_size]
+                i, u, r = T["it"][b], T["us"][b], T["rec"][b]
+                s = T["sub"][i]
+                V = P["E"] + P["S"][T["sub"]]
+                vi = V[i]
+                m = (r >= 0).float()
+                sess = (V[r.clamp(min=0)] * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+                uvec = P["U"][u] * (u > 0).float()[:, None] + P["alpha"] * sess
+                z = (P["g"] + P["bi"][i] + P["bs"][s] + (uvec * vi).sum(1)
+                     - (P["beta0"] + P["beta_u"][u]) * T["rel"][i] + P["w_match"] * T["match"][b])
+                logp = torch.nn.functional.logsigmoid(P["theta"][T["surf"][b], T["pos"][b]]) + \
+                    torch.nn.functional.logsigmoid(z)
+                # log(1 - exp(logp)), numerically safe
+                log1m = torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))
+                yb = T["y"][b]
+                nll = -(yb * logp + (1 - yb) * log1m).mean()
+                reg = cfg.l2 * ((P["U"][u] ** 2).sum(1).mean() + (P["E"][i] ** 2).sum(1).mean()
+                                + (P["bi"][i] ** 2).mean() + (P["beta_u"][u] ** 2).mean())
+                opt.zero_grad()
+                (nll + reg).backward()
+                opt.step()
+        with torch.no_grad():
+            exam = torch.sigmoid(P["theta"]).numpy()
+            self.p = ClickModelParams(
+                item_ids, item_sub, P["E"].numpy().astype(np.float32), P["bi"].numpy().astype(np.float32),
+                subcats, P["S"].numpy().astype(np.float32), P["bs"].numpy().astype(np.float32), ref, user_ids,
+                P["U"].numpy()[1:].astype(np.float32), P["beta_u"].numpy()[1:].astype(np.float32),
+                {k: float(P[k].item()) for k in ("beta0", "alpha", "w_match", "g")}, exam.astype(np.float32))
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        assert self.p is not None
+        self._user_index = {u: j for j, u in enumerate(self.p.user_ids)}
+        self._item_index = {i: j for j, i in enumerate(self.p.item_ids)}
+        self._state_key, self._state_cache = (-1, -1), None
+
+    # ---- scoring -----------------------------------------------------------------------------------------
+    def _state_arrays(self, state: OnlineState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per state row: item vector, bias, reference log price and subcategory index (-1: unknown subcategory)."""
+        p = self.p
+        assert p is not None
+        key = (id(state), len(state))
+        if key != self._state_key or self._state_cache is None:
+            rows = self._rows.get(state, p.item_ids)  # state row of each model item
+            n = len(state)
+            sub_index = {s: j for j, s in enumerate(p.subcats)}
+            sub = np.array([sub_index.get(str(s), -1) for s in state.subcategory], dtype=np.int64)
+            known_sub = sub >= 0
+            vec = np.zeros((n, p.item_vec.shape[1]), dtype=np.float32)
+            bias = np.full(n, -np.inf, dtype=np.float32)
+            ref = np.zeros(n, dtype=np.float32)
+            vec[known_sub] = p.sub_vec[sub[known_sub]]
+            bias[known_sub] = p.sub_bias[sub[known_sub]]
+            ref[known_sub] = p.sub_ref_logprice[sub[known_sub]]
+            ok = rows >= 0
+            vec[rows[ok]] += p.item_vec[ok]
+            bias[rows[ok]] += p.item_bias[ok]
+            self._state_cache = (vec, bias, ref, sub)
+            self._state_key = key
+        return self._state_cache
+
+    def visitor_vector(self, request: Request, history: tuple[str, ...], state: OnlineState) -> tuple[np.ndarray,
+                                                                                                     float]:
+        """(u_r, beta_0 + beta_u) for the request: learnt user vector plus alpha x mean vector of recent items."""
+        p = self.p
+        assert p is not None
+        vec, _, _, _ = self._state_arrays(state)
+        u = np.zeros(p.item_vec.shape[1], dtype=np.float32)
+        beta = p.scalars["beta0"]
+        j = self._user_index.get(request.user_id) if request.user_id is not None else None
+        seeds = list(request.recent_items[-RECENT:])
+        if j is not None:
+            u += p.user_vec[j]
+            beta += float(p.user_beta[j])
+        elif history:
+            seeds = list(history[-RECENT:]) + seeds  # a user the model never saw: their history stands in
+        rows = state.indices(seeds[-RECENT:]) if seeds else np.zeros(0, dtype=np.int64)
+        rows = rows[rows >= 0]
+        if len(rows):
+            u += p.scalars["alpha"] * vec[rows].mean(axis=0)
+        return u, beta
+
+    def score_rows(self, request: Request, history: tuple[str, ...], state: OnlineState, rows: np.ndarray
+                   ) -> np.ndarray:
+        """Attraction logit z (without examination) of the items at state `rows` (NaN for rows < 0)."""
+        p = self.p
+        assert p is not None
+        vec, bias, ref, sub = self._state_arrays(state)
+        u, beta = self.visitor_vector(request, history, state)
+        out = np.full(len(rows), np.nan, dtype=np.float64)
+        ok = rows >= 0
+        r = rows[ok]
+        z = bias[r] + vec[r] @ u - beta * (np.log(np.maximum(state.price[r], 1e-6)) - ref[r])
+        if request.surface == "search" and request.query:
+            q = request.query.lower()
+            match = np.array([s >= 0 and p.subcats[s].startswith(q) for s in sub[r]], dtype=np.float32)
+            z = z + p.scalars["w_match"] * match
+        out[ok] = z
+        return out
+
+    def retrieve(self, query: RetrievalQuery, k: int) -> Candidates:
+        if self.p is None:
+            raise RuntimeError("clickmodel retriever is not fitted")
+        state = query.state
+        if state is None or k <= 0:
+            return Candidates.empty(self.kind)
+        rows = np.arange(len(state))
+        ok = state.eligible_mask(query.request.ts)
+        rows = rows[ok]
+        scores = self.score_rows(query.request, query.history, state, rows)
+        scores = np.where(np.isfinite(scores), scores, -np.inf)
+        finite = np.flatnonzero(np.isfinite(scores))
+        if len(finite) > k:
+            finite = finite[np.argpartition(-scores[finite], k - 1)[:k]]
+        top = finite[np.lexsort((finite, -scores[finite]))]
+        return Candidates(state.item_ids[rows[top]].astype(object), scores[top], self.kind)
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        if self.p is None:
+            raise RuntimeError("clickmodel retriever is not fitted")
+        p = self.p
+        with atomic_dir(Path(path), overwrite=True) as tmp:
+            for name in ("item_ids", "subcats", "user_ids"):
+                np.save(tmp / f"{name}.npy", getattr(p, name).astype(str))
+            for name in ("item_sub", "item_vec", "item_bias", "sub_vec", "sub_bias", "sub_ref_logprice", "user_vec",
+                         "user_beta", "examination"):
+                np.save(tmp / f"{name}.npy", getattr(p, name))
+            (tmp / "meta.json").write_text(json.dumps({"kind": self.kind, "config": asdict(self.config),
+                                                       "scalars": p.scalars}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "ClickModelRetriever":
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{meta_file}: no saved clickmodel retriever")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{meta_file}: kind is {meta.get('kind')!r}, expected {cls.kind!r}")
+        arr = {f.stem: np.load(f, allow_pickle=False) for f in path.glob("*.npy")}
+        need = set(ClickModelParams.__dataclass_fields__) - {"scalars"}
+        missing = need - set(arr)
+        if missing:
+            raise FileNotFoundError(f"{path}: missing {', '.join(sorted(m + '.npy' for m in missing))}")
+        out = cls(ClickModelConfig(**meta["config"]))
+        out.p = ClickModelParams(**{k: arr[k] for k in need}, scalars=meta["scalars"])
+        out._index()
+        return out

@@ -1,0 +1,66 @@
+"""The position-debiased click model: what it learns from logged impressions, eligibility, save/load."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from _retriever_fixtures import make_ineligible, rq, sim_data
+
+from recs.datasets.io import read_table
+from recs.models.base import TrainingData
+from recs.models.retrievers.click_model import ClickModelConfig, ClickModelRetriever
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    sim = sim_data(tmp_path_factory)
+    imp = read_table(sim.path, "impressions").filter(pl.col("ts") < sim.as_of)
+    data = TrainingData(sim.interactions.filter(pl.col("ts") < sim.as_of),
+                        sim.catalog.filter(pl.col("created_at") < sim.as_of), sim.as_of, imp)
+    return sim, ClickModelRetriever(ClickModelConfig(epochs=6)).fit(data)
+
+
+def test_learns_position_bias_price_and_prefix(fitted):
+    _, cm = fitted
+    home = cm.p.examination[0]
+    assert home[0] > home[2] > home[6], home          # the simulator's examination falls with position
+    assert cm.p.scalars["beta0"] > 0                  # dearer than the subcategory norm -> fewer clicks
+    assert cm.p.scalars["w_match"] > 0.5              # search: items of the typed subcategory draw clicks
+
+
+def test_needs_impressions(fitted):
+    sim, _ = fitted
+    with pytest.raises(ValueError, match="impressions"):
+        ClickModelRetriever().fit(sim.train)
+
+
+def test_retrieves_only_eligible_items_and_sees_updates(fitted):
+    sim, cm = fitted
+    state = sim.state()
+    user = sim.interactions["user_id"].drop_nulls()[0]
+    first = cm.retrieve(rq(sim.as_of, user=user, state=state), 50)
+    assert len(first) == 50 and np.all(np.diff(first.scores) <= 0)
+    assert state.is_eligible(list(first.item_ids), sim.as_of).all()
+    gone = list(first.item_ids[:6])
+    make_ineligible(state, gone, sim.as_of)
+    again = cm.retrieve(rq(sim.as_of, user=user, state=state), 50)
+    assert not set(gone) & set(again.item_ids)
+
+
+def test_session_clicks_move_an_anonymous_visitor(fitted):
+    sim, cm = fitted
+    state = sim.state()
+    cold = cm.retrieve(rq(sim.as_of, state=state), 20)
+    warm = cm.retrieve(rq(sim.as_of, recent=sim.session_items(3), state=state), 20)
+    assert list(cold.item_ids) != list(warm.item_ids)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    sim, cm = fitted
+    cm.save(tmp_path / "cm")
+    assert not list((tmp_path / "cm").rglob("*.pkl"))
+    back = ClickModelRetriever.load(tmp_path / "cm")
+    state = sim.state()
+    q = rq(sim.as_of, recent=sim.session_items(2), state=state, surface="search", q="ab")
+    a, b = cm.retrieve(q, 30), back.retrieve(q, 30)
+    assert list(a.item_ids) == list(b.item_ids) and np.allclose(a.scores, b.scores)
