@@ -40,6 +40,7 @@ class OnlineState:
         self.restricted = cat["restricted"].to_numpy().astype(bool).copy()
         self.created_us = cat["created_at"].dt.epoch("us").to_numpy().astype(np.int64).copy()
         self.blocked_from_us: dict[str, int] = {}
+        self._blocked_version = 0
         if sellers is not None:
             for sid, bf in sellers.filter(pl.col("blocked_from").is_not_null()).iter_rows():
                 self.blocked_from_us[sid] = _to_us(bf)
@@ -56,15 +57,23 @@ class OnlineState:
         return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
     def _item_blocked_from(self) -> np.ndarray:
-        """Per item, the time (us) its seller is blocked from (int64 max: never); cached per version."""
-        key = (self.version, len(self.item_ids))
-        if getattr(self, "_blocked_key", None) != key:
-            never = np.iinfo(np.int64).max
-            get = self.blocked_from_us.get
-            self._blocked_cache = np.fromiter((get(s, never) for s in self.seller_id), dtype=np.int64,
-                                              count=len(self.seller_id))
-            self._blocked_key = key
-        return self._blocked_cache
+        """Per item, the time (us) its seller is blocked from (int64 max: never).
+
+        Rebuilt only when a seller block changes; items appended since are added at the end (stock and price
+        updates do not touch it, so a busy inventory stream does not rebuild it on every request).
+        """
+        never = np.iinfo(np.int64).max
+        get = self.blocked_from_us.get
+        cache = getattr(self, "_blocked_cache", None)
+        if cache is None or getattr(self, "_blocked_key", None) != self._blocked_version:
+            cache = np.fromiter((get(s, never) for s in self.seller_id), dtype=np.int64, count=len(self.seller_id))
+            self._blocked_key = self._blocked_version
+        elif len(cache) < len(self.seller_id):
+            new = self.seller_id[len(cache):]
+            cache = np.concatenate([cache, np.fromiter((get(s, never) for s in new), dtype=np.int64,
+                                                       count=len(new))])
+        self._blocked_cache = cache
+        return cache
 
     def eligible_mask(self, ts: datetime | None = None, idx: np.ndarray | None = None) -> np.ndarray:
         """Items that may be shown at `ts`: in stock, not restricted, seller not blocked, already created."""
@@ -93,6 +102,7 @@ class OnlineState:
         with self._lock:
             if kind == "blocked_seller":
                 self.blocked_from_us[item_id] = _to_us(ts) if ts else 0
+                self._blocked_version += 1
                 self.version += 1
                 return
             i = self.index.get(item_id)
@@ -117,15 +127,24 @@ class OnlineState:
             self.version += 1
 
     def _append_item(self, item_id: str, a: dict) -> None:
-        self.index[item_id] = len(self.item_ids)
-        self.item_ids = np.append(self.item_ids, np.array([item_id], dtype=object))
+        """Append a new item; every attribute is read first and the id is indexed last, so a bad `a` changes
+        nothing and a lock-free reader never finds an id whose columns are not there yet."""
+        missing = [k for k in ("category", "subcategory", "seller_id", "brand", "title", "price") if k not in a]
+        if missing:
+            raise KeyError(f"new item {item_id!r}: missing attribute(s) {', '.join(missing)}")
+        price = float(a["price"])
+        if price <= 0:
+            raise ValueError(f"new item {item_id!r}: price must be > 0, got {price}")
+        stock, restricted = int(a.get("stock", 0)), bool(a.get("restricted", False))
+        created = _to_us(a["created_at"]) if a.get("created_at") else 0
         for name in ("category", "subcategory", "seller_id", "brand", "title"):
             setattr(self, name, np.append(getattr(self, name), np.array([a[name]], dtype=object)))
-        self.price = np.append(self.price, float(a["price"]))
-        self.stock = np.append(self.stock, int(a.get("stock", 0)))
-        self.restricted = np.append(self.restricted, bool(a.get("restricted", False)))
-        created = a.get("created_at")
-        self.created_us = np.append(self.created_us, _to_us(created) if created else 0)
+        self.price = np.append(self.price, price)
+        self.stock = np.append(self.stock, stock)
+        self.restricted = np.append(self.restricted, restricted)
+        self.created_us = np.append(self.created_us, created)
+        self.item_ids = np.append(self.item_ids, np.array([item_id], dtype=object))
+        self.index[item_id] = len(self.item_ids) - 1
 
     def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str = "click") -> None:
         """Append a user event to the session history (and the user's, when logged in)."""

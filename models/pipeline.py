@@ -198,17 +198,20 @@ class Pipeline:
         self.last_times = times
         return Ranking(tuple(out_ids), tuple(out_sc), tuple(stages), fallback, {"times": times.stages})
 
-    def index_new_items(self) -> int:
-        """Let retrievers that index items without refit (content) see items the state knows but they do not."""
+    def index_new_items(self, item_ids: Sequence[str] | None = None) -> int:
+        """Let retrievers that index items without refit (content) see items the state knows but they do not
+        (all of them, or only `item_ids`: the server passes the one item a `new_item` update added)."""
         content = self.retrievers.get("content")
         if content is None or not hasattr(content, "add_items"):
             return 0
         st = self.state
-        cat = pl.DataFrame({"item_id": st.item_ids.tolist(), "category": st.category.tolist(),
-                            "subcategory": st.subcategory.tolist(), "seller_id": st.seller_id.tolist(),
-                            "brand": st.brand.tolist(), "title": st.title.tolist(), "price": st.price,
-                            "stock": st.stock, "restricted": st.restricted,
-                            "created_at": pl.Series(st.created_us).cast(pl.Datetime("us", "UTC"))})
+        rows = np.arange(len(st)) if item_ids is None else st.indices(list(item_ids))
+        rows = rows[rows >= 0]
+        cat = pl.DataFrame({"item_id": st.item_ids[rows].tolist(), "category": st.category[rows].tolist(),
+                            "subcategory": st.subcategory[rows].tolist(), "seller_id": st.seller_id[rows].tolist(),
+                            "brand": st.brand[rows].tolist(), "title": st.title[rows].tolist(),
+                            "price": st.price[rows], "stock": st.stock[rows], "restricted": st.restricted[rows],
+                            "created_at": pl.Series(st.created_us[rows]).cast(pl.Datetime("us", "UTC"))})
         return content.add_items(cat)
 
     def fallback_candidates(self, request: Request) -> list[str]:

@@ -286,6 +286,7 @@ class Runtime:
         served.state.apply_inventory(kind, key, value, ts, attrs)
         if kind == "new_item":
             served.pipeline.attrs = attrs_from_state(served.state)  # the state replaced its arrays
+            served.pipeline.index_new_items([key])  # the content retriever can suggest it at once (no refit)
         for cache in served.caches.values():
             if kind in ("blocked_seller", "new_item"):
                 cache.clear()                 # may change any answer

@@ -92,6 +92,9 @@ def test_rejected_write_is_not_journaled_and_new_items_propagate(built, tmp_path
         b.get("/healthz")
         st_b = b.app.state.runtime.current.state
         assert "n1" in st_b.index and st_b.stock[st_b.index["n1"]] == 4
+        for w in (a, b):  # both workers' content retrievers indexed it (it can be suggested before any refit)
+            content = w.app.state.runtime.current.pipeline.retrievers.get("content")
+            assert content is None or "n1" in content._pos
         assert b.post("/v1/events", json={"session_id": "s", "item_id": "n1"}).status_code == 200
 
 

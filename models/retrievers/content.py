@@ -179,7 +179,8 @@ class ContentRetriever(Retriever):
     def add_items(self, catalog_rows: pl.DataFrame) -> int:
         """Add new catalog rows (ids already known are ignored); returns how many were added."""
         self._ready()
-        rows = self._clean(catalog_rows, "add_items").filter(~pl.col("item_id").is_in(self.item_ids.tolist()))
+        rows = self._clean(catalog_rows, "add_items")
+        rows = rows.filter(pl.Series([i not in self._pos for i in rows["item_id"].to_list()], dtype=pl.Boolean))
         if rows.height == 0:
             return 0
         rows = rows.with_columns(pl.col("created_at").cast(self.attrs["created_at"].dtype), pl.lit(0.0).alias("pop"))
