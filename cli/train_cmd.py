@@ -25,9 +25,10 @@ def train_all_cmd(
     out_dir: Path = typer.Option(..., "--out", help="Model folder to write."),
     holdout_days: int = typer.Option(1, "--holdout-days", help="Last days held out for `recs evaluate`."),
     ranker_days: int = typer.Option(2, "--ranker-days", help="Days before the hold-out the ranker learns on."),
-    retrievers: str = typer.Option("popularity,covisit,content,embedding,suggest", "--retrievers"),
-    embedding_epochs: int = typer.Option(25, "--embedding-epochs"),
-    max_ranker_requests: int = typer.Option(6000, "--max-ranker-requests"),
+    retrievers: str = typer.Option(None, "--retrievers",
+                                   help="Comma-separated kinds (default: all of them, as TrainConfig)."),
+    embedding_epochs: int = typer.Option(None, "--embedding-epochs", help="Default: TrainConfig's."),
+    max_ranker_requests: int = typer.Option(None, "--max-ranker-requests", help="Default: TrainConfig's."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -37,9 +38,10 @@ def train_all_cmd(
     _dataset(dataset)
     check_output_dir(out_dir, overwrite)
     try:
+        given = {"retrievers": tuple(r.strip() for r in retrievers.split(",") if r.strip()) if retrievers else None,
+                 "embedding_epochs": embedding_epochs, "max_ranker_requests": max_ranker_requests}
         cfg = TrainConfig(holdout_days=holdout_days, ranker_days=ranker_days,
-                          retrievers=tuple(r.strip() for r in retrievers.split(",") if r.strip()),
-                          embedding_epochs=embedding_epochs, max_ranker_requests=max_ranker_requests)
+                          **{k: v for k, v in given.items() if v is not None})
         with console.status("training") as status:
             meta = train_all(dataset, out_dir, cfg, overwrite=overwrite,
                              log=lambda msg: (status.update(msg), console.log(msg)))

@@ -92,6 +92,20 @@ def test_cli_train_and_evaluate_errors(tmp_path, trained):
     assert json.loads(r.output)["kind"] == "evaluate"
 
 
+def test_cli_train_all_defaults_are_train_config_defaults(tmp_path, trained, monkeypatch):
+    """`recs train all` without options trains what `TrainConfig()` says (every retriever kind included)."""
+    import recs.models.train as train_mod
+
+    seen = {}
+    monkeypatch.setattr(train_mod, "train_all", lambda ds, out, cfg, **kw: seen.update(cfg=cfg))
+    ds, _, _ = trained
+    CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m"), "--json"])
+    assert seen["cfg"] == TrainConfig()
+    CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m3"), "--json",
+                             "--retrievers", "popularity, suggest", "--max-ranker-requests", "50"])
+    assert seen["cfg"].retrievers == ("popularity", "suggest") and seen["cfg"].max_ranker_requests == 50
+
+
 def _state(n: int, stock, restricted, sellers_blocked) -> OnlineState:
     cat = pl.DataFrame({
         "item_id": [f"i{j}" for j in range(n)], "category": [f"c{j % 3}" for j in range(n)],
