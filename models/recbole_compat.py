@@ -6,7 +6,10 @@ What it changes, and only this:
 - inside `recbole.trainer.trainer` only, `torch.load` defaults to `weights_only=False`, because RecBole's own
   checkpoints pickle its `Config` object (torch >= 2.6 defaults to `weights_only=True` and refuses them);
 - inside `recbole.trainer.trainer` only, the TensorBoard writer is a no-op, so training never writes
-  `log_tensorboard/` into the current directory.
+  `log_tensorboard/` into the current directory;
+- RecBole's SINE module turns on torch's autograd anomaly detection for the whole process when
+  `recbole.model.sequential_recommender` is imported; we import it here and turn it back off (left on, it made every
+  later torch training in the process, e.g. the click model, about 10x slower).
 The rest of the process keeps torch's safe `torch.load` default.
 """
 from __future__ import annotations
@@ -21,7 +24,11 @@ for _name, _value in _NUMPY_ALIASES.items():
     if not hasattr(np, _name):
         setattr(np, _name, _value)
 
+_anomaly = torch.is_anomaly_enabled()
+import recbole.model.sequential_recommender  # noqa: E402,F401  (its SINE module enables anomaly detection)
 import recbole.trainer.trainer as _recbole_trainer  # noqa: E402  (needs the aliases above)
+
+torch.autograd.set_detect_anomaly(_anomaly)
 
 
 class _TorchWithTrustedLoad:

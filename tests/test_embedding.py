@@ -1,6 +1,7 @@
 """Embedding retriever: RecBole training (BPR, SASRec, GRU4Rec), faiss retrieval, session vectors, persistence."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -14,6 +15,8 @@ from recs.models.base import RetrievalQuery, TrainingData
 from recs.models.embedding.ann_index import AnnConfig
 from recs.models.embedding.recbole_train import EmbeddingConfig, positive_pairs
 from recs.models.embedding.retriever import EmbeddingRetriever, RetrieverConfig
+
+_CUDA_AT_IMPORT = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 N_CLUSTERS, PER_CLUSTER, N_USERS, PER_USER = 4, 40, 160, 16
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -208,3 +211,13 @@ def test_compat_shim_is_scoped() -> None:
     assert np.float_ is np.float64 and np.unicode_ is np.str_
     assert torch.load.__module__ == "torch.serialization"  # the process keeps torch's safe default
     assert rt.torch.load is not torch.load
+
+
+def test_recbole_leaves_the_process_torch_state_alone(bpr) -> None:
+    """RecBole's SINE module switches on autograd anomaly detection at import (every later torch training in the
+    process ran ~10x slower) and its Config sets CUDA_VISIBLE_DEVICES; after training through our wrapper neither
+    has leaked."""
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    assert not torch.is_anomaly_enabled()
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == _CUDA_AT_IMPORT

@@ -7,6 +7,7 @@ may hold any character. Checkpoints live in the same temporary folder, which is 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -186,9 +187,11 @@ def _write_inter(path: Path, frame: pl.DataFrame) -> None:
 
 @contextmanager
 def _recbole_quiet(num_threads: int) -> Iterator[None]:
-    """Quiet RecBole's root-logger output and warnings, and cap torch threads, for the duration of a run."""
+    """Quiet RecBole's root-logger output and warnings, and cap torch threads, for the duration of a run; then put
+    back the process-wide state RecBole changes (torch threads, anomaly detection, CUDA_VISIBLE_DEVICES)."""
     root = logging.getLogger()
-    old_level, old_threads = root.level, torch.get_num_threads()
+    old_level, old_threads, old_anomaly = root.level, torch.get_num_threads(), torch.is_anomaly_enabled()
+    old_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it
     root.setLevel(logging.ERROR)
     torch.set_num_threads(num_threads)
     try:
@@ -198,6 +201,11 @@ def _recbole_quiet(num_threads: int) -> Iterator[None]:
     finally:
         root.setLevel(old_level)
         torch.set_num_threads(old_threads)
+        torch.autograd.set_detect_anomaly(old_anomaly)
+        if old_cuda is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old_cuda
 
 
 def train_embeddings(
