@@ -30,6 +30,8 @@ def test_json_shape(result):
     """The issue's shape: snapshots[] with age_s, oos_shown_share, price_changed_share, true_ctr, mitigated{...}."""
     assert result["kind"] == "simulate_stale_inventory" and result["ranker"] == "pipeline"
     assert result["model"]["policy_id"]
+    # given a dataset and a model, the report does not list simulator or training settings it did not use
+    assert "sim" not in result["config"] and "model" not in result["config"] and result["config"]["model_dir"]
     assert [s["age_s"] for s in result["snapshots"]] == list(AGES)
     for s in result["snapshots"]:
         for key in ("oos_shown_share", "price_changed_share", "true_ctr", "purchases_per_request"):
