@@ -9,7 +9,14 @@ checked against the updates acknowledged before it started. The dataset, model a
 
 Run: `.venv/bin/python -m benchmarks.run serve`, or
 `.venv/bin/python -m benchmarks.bench_serve [build | profile] [--workers N] [--rates 100,200] [--repeat R]
-[--duration S] [--rank-skip-ms X] [--no-2x]` (`profile`: in-process CPU time per stage of the full path).
+[--duration S] [--rank-skip-ms X] [--no-2x] [--clickmodel]` (`profile`: in-process CPU time per stage of the full
+path; `--clickmodel`: a second model and bundle that also hold the click-model retriever, same dataset), and
+`... bench_serve ranker-variants --model M --dataset D [--variants trees=150,cap=100]`: true CTR of cheaper ranker
+stages on a simulated world, paired with the model as trained.
+
+Retrievers of the benchmark bundle: popularity, covisit, content, suggest (`RETRIEVERS`). The default
+`recs train all` set also holds `embedding` (left out: BPR training on 100K items takes long and needs torch)
+and `clickmodel` (measured with `--clickmodel`; see docs/SERVING.md).
 """
 from __future__ import annotations
 
@@ -31,15 +38,19 @@ ROOT = Path(os.environ.get("RECS_BENCH_SERVE_DIR", "/tmp/recs_bench_serve"))
 RECS = str(Path(sys.executable).with_name("recs"))
 P99_BUDGET_MS = 120.0
 SWEEP = (100, 200, 300, 400, 600, 800)
+RETRIEVERS = ("popularity", "covisit", "content", "suggest")
 
 
-def build(log=print) -> tuple[Path, Path]:
-    """Dataset (100K items), fast model (no embedding), keys and a signed folder bundle; cached on disk."""
+def build(log=print, clickmodel: bool = False) -> tuple[Path, Path]:
+    """Dataset (100K items), fast model (no embedding; `clickmodel`: with the click model), keys and a signed
+    folder bundle; cached on disk."""
     from recs.bundle import export_bundle, generate_keypair
     from recs.models.train import TrainConfig, train_all
     from recs.sim import SimConfig, generate_dataset
 
-    ds, model, keys, bundle = ROOT / "data", ROOT / "model", ROOT / "keys", ROOT / "bundle"
+    suffix = "_cm" if clickmodel else ""
+    ds, model, keys, bundle = ROOT / "data", ROOT / f"model{suffix}", ROOT / "keys", ROOT / f"bundle{suffix}"
+    retrievers = RETRIEVERS + (("clickmodel",) if clickmodel else ())
     ROOT.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if not (ds / "catalog.parquet").is_file():
@@ -48,7 +59,7 @@ def build(log=print) -> tuple[Path, Path]:
         log(f"dataset: {time.perf_counter() - t:.0f} s")
     t = time.perf_counter()
     if not (model / "model.json").is_file():
-        train_all(ds, model, TrainConfig(retrievers=("popularity", "covisit", "content", "suggest"),
+        train_all(ds, model, TrainConfig(retrievers=retrievers,
                                          max_ranker_requests=3000, holdout_days=0, ranker_days=1),
                   overwrite=True, log=log)
         log(f"training: {time.perf_counter() - t:.0f} s")
@@ -132,12 +143,13 @@ def _row(r: dict) -> str:
 
 
 def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, duration: float = 10.0,
-        rank_skip_ms: float | None = None, twice: bool = True) -> None:
+        rank_skip_ms: float | None = None, twice: bool = True, clickmodel: bool = False) -> None:
     """Start `recs serve`, sweep, then the 2x run with live updates and the audit check."""
-    bundle, pub = build()
+    bundle, pub = build(clickmodel=clickmodel)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    audit = ROOT / f"served_audit_w{workers}.jsonl"
+    tag = f"w{workers}" + ("_cm" if clickmodel else "")
+    audit = ROOT / f"served_audit_{tag}.jsonl"
     for old in ROOT.glob(audit.name + "*"):
         old.unlink()
     env = dict(os.environ, RECS_ADMIN_TOKEN="bench")
@@ -156,7 +168,7 @@ def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, durat
         runs: dict[int, list[dict]] = {}
         for j in range(repeat):
             for rate in rates:
-                r = _loadtest(url, rate, duration, ROOT / f"lt_w{workers}_{rate}_{j}.json", proc.pid)
+                r = _loadtest(url, rate, duration, ROOT / f"lt_{tag}_{rate}_{j}.json", proc.pid)
                 runs.setdefault(rate, []).append(r)
                 print(_row(r), flush=True)
         med = {rate: statistics.median(r["p99_ms"] for r in rs) for rate, rs in runs.items()}
@@ -169,7 +181,7 @@ def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, durat
         print(f"highest swept rate with median p99 < {P99_BUDGET_MS:.0f} ms and no errors: "
               f"{best if ok else 'none'} rps")
         if twice:
-            sent = _twice(url, 2 * best, duration, workers, proc.pid)
+            sent = _twice(url, 2 * best, duration, tag, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -180,7 +192,7 @@ def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, durat
         print(_audit_check(audit, sent))
 
 
-def _twice(url: str, rate: float, duration: float, workers: int, server_pid: int) -> list[tuple[float, str, str]]:
+def _twice(url: str, rate: float, duration: float, tag: str, server_pid: int) -> list[tuple[float, str, str]]:
     """2x the best rate while stock-0 / restricted updates arrive; returns (ack time, kind, item) per update."""
     stop = threading.Event()
     sent: list[tuple[float, str, str]] = []
@@ -201,7 +213,7 @@ def _twice(url: str, rate: float, duration: float, workers: int, server_pid: int
 
     th = threading.Thread(target=updates, daemon=True)
     th.start()
-    r2 = _loadtest(url, rate, duration, ROOT / f"lt_w{workers}_2x.json", server_pid)
+    r2 = _loadtest(url, rate, duration, ROOT / f"lt_{tag}_2x.json", server_pid)
     stop.set()
     th.join()
     print("2x: " + _row(r2))
@@ -240,7 +252,7 @@ def _audit_check(audit: Path, sent: list[tuple[float, str, str]]) -> str:
             f"items served after being filtered: {bad}")
 
 
-def profile(n: int = 300) -> None:
+def profile(n: int = 300, clickmodel: bool = False) -> None:
     """In-process CPU time per stage of the full path (known users, 60 % home / 40 % search), and two pauses."""
     import gc
     import random
@@ -250,10 +262,12 @@ def profile(n: int = 300) -> None:
     from recs.features.compute import compute_features
     from recs.features.online import online_inputs
     from recs.models.base import RetrievalQuery
+    from recs.models.rerank import rerank
     from recs.serving.runtime import Runtime
-    from recs.serving.served import HOME, SEARCH, ServeConfig, load_served
+    from recs.serving.served import HOME, SEARCH, ServeConfig, limit_native_threads, load_served
 
-    bundle, pub = build()
+    limit_native_threads()     # as the server does (one BLAS / OpenMP thread)
+    bundle, pub = build(clickmodel=clickmodel)
     cfg = ServeConfig(deadline_ms=1e9, shed_queue_ms=1e9, rank_skip_ms=0)
     served = load_served(bundle, pub, cfg)
     rt, p = Runtime(served, cfg), served.pipeline
@@ -285,11 +299,16 @@ def profile(n: int = 300) -> None:
             if quota > 0:
                 r.retrieve(RetrievalQuery(reqs[i], p.history(reqs[i].user_id), p.state), quota)
         print(f"    retriever {name:<20}  {cpu_ms(one):.2f}")
-    def features(i: int) -> None:
-        compute_features(online_inputs(reqs[i], cands[i][0], p.state, cands[i][1]), p.snapshot, p.attrs)
+    def features(i: int) -> None:   # as `Pipeline.score` does: the per-row vocabulary codes cached on the pipeline
+        compute_features(online_inputs(reqs[i], cands[i][0], p.state, cands[i][1], None, p.codes), p.snapshot,
+                         p.attrs)
 
     print(f"  features (compute_features)     {cpu_ms(features):.2f}")
-    print(f"  ranker predict ({p.ranker.booster.num_trees()} trees)     {cpu_ms(lambda i: p.ranker.predict(xs[i])):.2f}")
+    trees = p.ranker.booster.num_trees()
+    print(f"  ranker predict ({trees} trees)     {cpu_ms(lambda i: p.ranker.predict(xs[i])):.2f}")
+    scores = [p.ranker.predict(x) for x in xs]
+    print(f"  re-rank + filters               "
+          f"{cpu_ms(lambda i: rerank(cands[i][0], scores[i], p.state, reqs[i].ts, 10, p.rerank_cfg)):.2f}")
     st = p.state
     st.is_eligible([st.item_ids[0]])
     st.apply_inventory("stock", st.item_ids[1], int(st.stock[1]))
@@ -299,6 +318,68 @@ def profile(n: int = 300) -> None:
           f"({len(st.blocked_from_us)} blocked sellers)")
 
 
+def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 2000) -> None:
+    """Paired true CTR (the simulator's expected clicks, `recs evaluate`'s requests) of cheaper ranker stages:
+    `trees=N` (the first N trees only) and `cap=N` (only the N best candidates by retrieval rank are scored)."""
+    import numpy as np
+
+    from recs.models.pipeline import Pipeline
+    from recs.sim import World
+
+    world = World.load(dataset)
+    pipe = Pipeline.load(model, state=world.state)
+    pipe.index_new_items()
+    reqs = world.sample_requests(n, 17)            # as `recs evaluate` (EvaluateConfig seed 0, + 17)
+    full = Pipeline.score
+    res: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for v in ["base", *variants]:
+        kind, _, val = v.partition("=")
+
+        def score(self, request, ids, feats, use_ranker=True, kind=kind, val=val):
+            ranker = self.ranker_for(request)
+            if ranker is None or not use_ranker or kind == "base":
+                return full(self, request, ids, feats, use_ranker)
+            if kind == "trees":
+                booster = ranker.booster
+                ranker.booster = _Truncated(booster, int(val))
+                try:
+                    return full(self, request, ids, feats, use_ranker)
+                finally:
+                    ranker.booster = booster
+            if len(ids) <= int(val):
+                return full(self, request, ids, feats, use_ranker)
+            top = np.sort(np.argsort(feats["best_source_rank"], kind="stable")[:int(val)])
+            s = full(self, request, ids[top], {k: x[top] for k, x in feats.items()}, use_ranker)
+            out = s.min() - 1.0 - np.arange(len(ids)) * 1e-6     # the rest below, in retrieval order
+            out[top] = s
+            return out
+
+        Pipeline.score = score
+        clicks, shown = np.zeros(n), np.zeros(n)
+        for i, req in enumerate(reqs):
+            items = pipe.rank(req, world.k_for(req)).item_ids
+            clicks[i], shown[i] = world.expected_reward(req, items).clicks, len(items)
+        res[v] = clicks, shown
+    Pipeline.score = full
+    base_c, base_s = res["base"]
+    print(f"base: true CTR {base_c.sum() / base_s.sum():.5f} over {n} requests")
+    for v in variants:
+        c, sh = res[v]
+        d = c - base_c
+        print(f"{v}: true CTR {c.sum() / sh.sum():.5f}, {c.sum() / sh.sum() - base_c.sum() / base_s.sum():+.5f} "
+              f"(paired stderr {np.std(d, ddof=1) * np.sqrt(n) / base_s.sum():.5f})")
+
+
+class _Truncated:
+    """A booster that predicts with its first `n` trees."""
+
+    def __init__(self, booster, n: int) -> None:
+        self.booster, self.n = booster, n
+
+    def predict(self, X, num_iteration=None, num_threads=1):
+        return self.booster.predict(X, num_iteration=self.n, num_threads=num_threads)
+
+
 def main() -> None:
     """The default benchmark: one worker, the full sweep, the 2x run."""
     run()
@@ -306,21 +387,29 @@ def main() -> None:
 
 def _cli(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_serve")
-    ap.add_argument("what", nargs="?", choices=["build", "run", "profile"], default="run")
+    ap.add_argument("what", nargs="?", choices=["build", "run", "profile", "ranker-variants"], default="run")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rates", default=",".join(map(str, SWEEP)))
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rank-skip-ms", type=float, default=None)
     ap.add_argument("--no-2x", action="store_true")
+    ap.add_argument("--clickmodel", action="store_true", help="the bundle that also holds the click model")
+    ap.add_argument("--model", type=Path, help="ranker-variants: a model folder (e.g. demo_out/model)")
+    ap.add_argument("--dataset", type=Path, help="ranker-variants: its simulated dataset")
+    ap.add_argument("--variants", default="trees=150,trees=100,cap=100,cap=60")
     a = ap.parse_args(argv)
+    if a.what == "ranker-variants":
+        ranker_variants(a.model, a.dataset, a.variants.split(","))
+        return
     if a.what == "build":
-        build()
+        build(clickmodel=a.clickmodel)
         return
     if a.what == "profile":
-        profile()
+        profile(clickmodel=a.clickmodel)
         return
-    run(a.workers, tuple(int(x) for x in a.rates.split(",")), a.repeat, a.duration, a.rank_skip_ms, not a.no_2x)
+    run(a.workers, tuple(int(x) for x in a.rates.split(",")), a.repeat, a.duration, a.rank_skip_ms, not a.no_2x,
+        a.clickmodel)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`compute_features`: the only code that turns raw inputs into model features (offline and online alike)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,7 @@ class RowInputs:
     session_items: list[tuple[str, ...]]
     retrieval: dict[str, np.ndarray] = field(default_factory=dict)   # emb_score (NaN unknown), covisit_score, ...
     position: np.ndarray | None = None     # logged position (training rows only); None when scoring -> 0
+    codes: np.ndarray | None = None        # (n, 4) `item_codes` of the rows when the caller has them (else computed)
 
     ROW_FIELDS = ("item_ids", "ts_us", "created_us", "price", "stock", "category", "subcategory", "brand", "title",
                   "user_ids", "is_search", "prefix", "request_of_row")
@@ -58,7 +60,37 @@ class RowInputs:
 
         return replace(self, **{n: getattr(self, n)[mask] for n in self.ROW_FIELDS},
                        retrieval={k: v[mask] for k, v in self.retrieval.items()},
-                       position=self.position[mask] if self.position is not None else None)
+                       position=self.position[mask] if self.position is not None else None,
+                       codes=self.codes[mask] if self.codes is not None else None)
+
+
+CODE_COLUMNS = ("subcategory", "category", "brand", "snapshot_row")
+
+
+def item_codes(snap: Snapshot, item_ids, category, subcategory, brand) -> np.ndarray:
+    """(n, 4) int64: the items' vocabulary codes (subcategory, category, brand) and snapshot rows (-1: unknown).
+
+    They depend only on static item attributes, so the online path computes them once per item (features/online.py)
+    and passes them in `RowInputs.codes`; `compute_features` computes them itself when they are not given."""
+    out = np.empty((len(item_ids), len(CODE_COLUMNS)), dtype=np.int64)
+    out[:, 0] = snap.vocab.encode("subcategory", subcategory)
+    out[:, 1] = snap.vocab.encode("category", category)
+    out[:, 2] = snap.vocab.encode("brand", brand)
+    out[:, 3] = snap.item_rows(item_ids)
+    return out
+
+
+def word_prefix_matcher(p: str):
+    """A test `f(text) -> bool`: does a word of `text.lower().split()` start with `p` (already lower-cased)?
+
+    The same answer as splitting, with one regex search: a word starts at the text's start or after whitespace
+    (`\\s` and `str.split` agree on every code point), and a `p` holding whitespace starts no word."""
+    if any(c.isspace() for c in p):
+        return lambda text: False
+    if not p:
+        return lambda text: bool(text.split())
+    search = re.compile(r"(?:^|(?<=\s))" + re.escape(p)).search
+    return lambda text: search(text.lower()) is not None
 
 
 def _prefix_features(prefix: np.ndarray, subcat: np.ndarray, title: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -66,14 +98,23 @@ def _prefix_features(prefix: np.ndarray, subcat: np.ndarray, title: np.ndarray) 
     plen = np.zeros(n, dtype=np.float32)
     m_sub = np.zeros(n, dtype=np.float32)
     m_title = np.zeros(n, dtype=np.float32)
+    memo: dict[tuple[str, str], float] = {}            # (prefix, subcategory) -> match
+    matchers: dict[str, object] = {}                   # prefix -> title matcher
     for j in range(n):
         p = prefix[j]
         if not p:
             continue
         p = p.lower()
         plen[j] = len(p)
-        m_sub[j] = float(str(subcat[j]).lower().startswith(p))
-        m_title[j] = float(any(t.startswith(p) for t in str(title[j]).lower().split()))
+        key = (p, subcat[j])
+        m = memo.get(key)
+        if m is None:
+            m = memo[key] = float(str(subcat[j]).lower().startswith(p))
+        m_sub[j] = m
+        match = matchers.get(p)
+        if match is None:
+            match = matchers[p] = word_prefix_matcher(p)
+        m_title[j] = float(match(str(title[j])))
     return plen, m_sub, m_title
 
 
@@ -102,6 +143,29 @@ def _session_features(inp: RowInputs, attrs: ItemAttrs) -> tuple[np.ndarray, ...
     return n_items, cat_share, sub_share, seen
 
 
+def _nan_to(v: np.ndarray, default: float) -> np.ndarray:
+    """`np.nan_to_num(v, nan=default)`, cheaper for the usual float array without infinities."""
+    v = np.asarray(v)
+    if v.dtype.kind != "f":
+        return np.nan_to_num(v, nan=default)
+    out = v.copy()
+    out[np.isnan(out)] = default
+    return out if np.isfinite(out).all() else np.nan_to_num(out, nan=default)
+
+
+def _user_rows(snap: Snapshot, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshot rows of the rows' users and whether each is anonymous; one look-up when all rows share a user."""
+    n = len(user_ids)
+    if n and isinstance(user_ids, np.ndarray):
+        first = user_ids[0]
+        if first is None or isinstance(first, str):
+            same = np.equal(user_ids, None) if first is None else (user_ids == first)
+            if same.all():
+                return (np.full(n, snap.user_rows([first])[0], dtype=np.int64),
+                        np.full(n, float(first is None), dtype=np.float32))
+    return snap.user_rows(user_ids), np.array([u is None for u in user_ids], dtype=np.float32)
+
+
 def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) float32 matrix in spec order; missing inputs take the spec's default."""
     n = len(inp.item_ids)
@@ -111,13 +175,12 @@ def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.nda
     f["is_new_item"] = (age < 3).astype(np.float32)
     logp = np.log(np.maximum(inp.price.astype(np.float64), 1e-6))
     f["log_price"] = logp
-    sub = snap.vocab.encode("subcategory", inp.subcategory)
-    cat = snap.vocab.encode("category", inp.category)
-    brand = snap.vocab.encode("brand", inp.brand)
+    codes = inp.codes if inp.codes is not None else item_codes(snap, inp.item_ids, inp.category, inp.subcategory,
+                                                                  inp.brand)
+    sub, cat, brand, irow = codes[:, 0], codes[:, 1], codes[:, 2], codes[:, 3]
     rel = np.where(sub >= 0, logp - snap.subcat_log_price[np.maximum(sub, 0)], 0.0)
     f["price_rel_subcat"] = rel
     f["log_stock"] = np.log1p(np.maximum(inp.stock.astype(np.float64), 0))
-    irow = snap.item_rows(inp.item_ids)
     known = irow >= 0
     ir = np.maximum(irow, 0)
     for name, key in (("item_clicks_1d", "clicks_1d"), ("item_clicks_7d", "clicks_7d"),
@@ -126,7 +189,7 @@ def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.nda
         f[name] = np.where(known, snap.item[key][ir], DEFAULTS[name])
     snap_price = np.where(known, snap.item["price"][ir], np.nan)
     f["price_change"] = np.where(known & (snap_price > 0), logp - np.log(np.where(snap_price > 0, snap_price, 1)), 0)
-    urow = snap.user_rows(inp.user_ids)
+    urow, anonymous = _user_rows(snap, inp.user_ids)
     uk = urow >= 0
     ur = np.maximum(urow, 0)
     f["user_n_events"] = np.where(uk, snap.user_n[ur], 0.0)
@@ -139,14 +202,14 @@ def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.nda
     f["is_search"] = inp.is_search.astype(np.float32)
     f["prefix_len"], f["prefix_match_subcat"], f["prefix_match_title"] = _prefix_features(
         inp.prefix, inp.subcategory, inp.title)
-    f["is_anonymous"] = np.array([u is None for u in inp.user_ids], dtype=np.float32)
+    f["is_anonymous"] = anonymous
     f["position"] = inp.position if inp.position is not None else np.zeros(n, dtype=np.float32)
     emb = inp.retrieval.get("emb_score")
     f["emb_known"] = (~np.isnan(emb)).astype(np.float32) if emb is not None else np.zeros(n, np.float32)
-    f["emb_score"] = np.nan_to_num(emb, nan=DEFAULTS["emb_score"]) if emb is not None else np.zeros(n)
+    f["emb_score"] = _nan_to(emb, DEFAULTS["emb_score"]) if emb is not None else np.zeros(n)
     for name in ("emb_subcat_score", "cm_score", "covisit_score", "content_score", "n_sources", "best_source_rank"):
         v = inp.retrieval.get(name)
-        f[name] = np.nan_to_num(v, nan=DEFAULTS[name]) if v is not None else np.full(n, DEFAULTS[name])
+        f[name] = _nan_to(v, DEFAULTS[name]) if v is not None else np.full(n, DEFAULTS[name])
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
     for j, name in enumerate(FEATURE_NAMES):
         out[:, j] = f[name]

@@ -75,47 +75,59 @@ def blend(candidate_lists: Sequence[Candidates], quotas: dict[str, int] | None =
     names = [c.source for c in candidate_lists]
     if len(set(names)) != len(names) or any(not n for n in names):
         raise ValueError(f"blend: every candidate list needs a distinct, non-empty source, got {names}")
-    lists = [np.asarray(c.item_ids, dtype=object) for c in candidate_lists]
+    lists = [np.asarray(c.item_ids, dtype=object).tolist() for c in candidate_lists]   # plain lists: fast loops
     taken: dict[str, int] = {}               # item -> blend position
     order: list[str] = []
     origin: list[str] = []
     ptr = [0] * len(lists)
+    total = cfg.total
 
     def run(limits: list[float]) -> None:
+        """Rounds over the sources still active (below their limit with items left); the same takes, in the same
+        order, as visiting every source in every round."""
         got = [0] * len(lists)
-        active = True
-        while active and len(order) < cfg.total:
-            active = False
-            for s, ids in enumerate(lists):
-                while got[s] < limits[s] and ptr[s] < len(ids):
-                    iid = ids[ptr[s]]
-                    ptr[s] += 1
+        active = [s for s in range(len(lists)) if got[s] < limits[s] and ptr[s] < len(lists[s])]
+        n_taken = len(order)
+        while active and n_taken < total:
+            still = []
+            for s in active:
+                ids, p = lists[s], ptr[s]
+                n_ids = len(ids)
+                while p < n_ids:
+                    iid = ids[p]
+                    p += 1
                     if iid not in taken:
-                        taken[iid] = len(order)
+                        taken[iid] = n_taken
                         order.append(iid)
                         origin.append(names[s])
+                        n_taken += 1
                         got[s] += 1
                         break
-                if got[s] < limits[s] and ptr[s] < len(ids):
-                    active = True
-                if len(order) >= cfg.total:
+                ptr[s] = p
+                if got[s] < limits[s] and p < n_ids:
+                    still.append(s)
+                if n_taken >= total:
                     return
+            active = still
 
     run([float(quotas.get(n, 0)) for n in names])
-    if cfg.fill and len(order) < cfg.total:
+    if cfg.fill and len(order) < total:
         run([np.inf] * len(lists))
     n = len(order)
     feats: dict[str, np.ndarray] = {}
     present = np.zeros(n, dtype=np.int64)
+    get = taken.get
     for s, c in enumerate(candidate_lists):
         sc = np.full(n, np.nan)
         rk = np.full(n, np.nan)
-        ranks = np.asarray(c.ranks, dtype=np.float64)
-        scores = np.asarray(c.scores, dtype=np.float64)
-        for j, iid in enumerate(lists[s].tolist()):
-            p = taken.get(iid)
-            if p is not None and np.isnan(rk[p]):   # a source listing an item twice: keep its best
-                sc[p], rk[p] = scores[j], ranks[j]
+        ids = lists[s]
+        pos = np.fromiter((get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        j = np.flatnonzero(pos >= 0)
+        if len(set(ids)) < len(ids):         # a source listing an item twice: keep its best (first) entry
+            _, first = np.unique(pos[j], return_index=True)
+            j = j[first]
+        sc[pos[j]] = np.asarray(c.scores, dtype=np.float64)[j]
+        rk[pos[j]] = np.asarray(c.ranks, dtype=np.float64)[j]
         feats[f"score_{names[s]}"] = sc
         feats[f"rank_{names[s]}"] = rk
         present += ~np.isnan(rk)

@@ -15,8 +15,8 @@ import polars as pl
 
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Ranking, Request, SlotProbabilities, deterministic_slot_probabilities
-from recs.features.compute import compute_features
-from recs.features.online import attrs_from_state, online_inputs
+from recs.features.compute import compute_features, word_prefix_matcher
+from recs.features.online import StateCodes, attrs_from_state, online_inputs
 from recs.features.snapshot import Snapshot
 from recs.features.spec import check_spec
 from recs.models.base import Candidates, RetrievalQuery, Retriever
@@ -52,6 +52,8 @@ class Pipeline:
         self.fallback = fallback or {}
         self.attrs = attrs_from_state(state)
         self.last_times = StageTimes()
+        self.codes = StateCodes(snapshot)     # per state row vocabulary codes for the features (computed once)
+        self._last_rows: tuple[np.ndarray, np.ndarray] | None = None   # (ids, their state rows) of `candidates`
 
     # ---- request path ------------------------------------------------------------------------------------
     def history(self, user_id: str | None) -> tuple[str, ...]:
@@ -78,39 +80,64 @@ class Pipeline:
         """Blended candidate ids and their retrieval features; `live`: only items eligible in the live state."""
         lists = self.retrieve(request, live=live)
         ids, feats = merge_candidates(lists, self.blend, request.surface)
+        rows = self.state.indices(ids)          # looked up once; `rows_of(ids)` hands them to the later stages
         if len(ids) and request.surface == "search" and request.query:
-            keep = self.prefix_matches(ids, request.query)
-            ids, feats = ids[keep], {k: v[keep] for k, v in feats.items()}
+            keep = self.prefix_matches(ids, request.query, rows)
+            ids, rows, feats = ids[keep], rows[keep], {k: v[keep] for k, v in feats.items()}
         if len(ids) and live:
-            ok = self.state.is_eligible(list(ids), request.ts)
-            ids = ids[ok]
+            ok = rows >= 0                      # = state.is_eligible(ids, ts), without a second look-up
+            if ok.any():
+                ok[ok] = self.state.eligible_mask(request.ts, rows[ok])
+            ids, rows = ids[ok], rows[ok]
             feats = {k: v[ok] for k, v in feats.items()}
-        feats.update(self.model_scores(request, ids))
+        feats.update(self.model_scores(request, ids, rows))
+        self._last_rows = (ids, rows)
         return ids, feats
 
-    def model_scores(self, request: Request, item_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Scores of the learnt models for any items (retrieved or not): emb_score, emb_subcat_score, cm_score."""
-        out = dict(zip(("emb_score", "emb_subcat_score"), self.embedding_scores(request, item_ids)))
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """State rows of `ids` (-1: unknown): remembered when `ids` is what `candidates` just returned."""
+        last = self._last_rows
+        if last is not None and last[0] is ids:
+            return last[1]
+        return self.state.indices(list(ids))
+
+    def model_scores(self, request: Request, item_ids: np.ndarray, rows: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:
+        """Scores of the learnt models for any items (retrieved or not): emb_score, emb_subcat_score, cm_score.
+
+        `rows`: the items' state rows when the caller has them."""
+        if rows is None and len(item_ids) and ("clickmodel" in self.retrievers or "embedding" in self.retrievers):
+            rows = self.state.indices(list(item_ids))
+        out = dict(zip(("emb_score", "emb_subcat_score"), self.embedding_scores(request, item_ids, rows)))
         cm = self.retrievers.get("clickmodel")
         if cm is not None and len(item_ids):
-            out["cm_score"] = cm.score_rows(request, self.history(request.user_id), self.state,
-                                            self.state.indices(list(item_ids)))
+            out["cm_score"] = cm.score_rows(request, self.history(request.user_id), self.state, rows)
         else:
             out["cm_score"] = np.full(len(item_ids), np.nan)
         return out
 
-    def prefix_matches(self, ids: np.ndarray, prefix: str) -> np.ndarray:
+    def prefix_matches(self, ids: np.ndarray, prefix: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Search-bar rule: suggestions complete the typed prefix (subcategory name first, else a title word)."""
         p = prefix.lower()
-        rows = self.state.indices(list(ids))
-        sub = np.array([r >= 0 and str(self.state.subcategory[r]).lower().startswith(p) for r in rows], dtype=bool)
+        rows = self.state.indices(list(ids)) if rows is None else rows
+        memo: dict = {}
+
+        def sub_match(r: int) -> bool:   # ~50 subcategories: each name lower-cased and compared once
+            s = self.state.subcategory[r]
+            m = memo.get(s)
+            if m is None:
+                m = memo[s] = str(s).lower().startswith(p)
+            return m
+
+        sub = np.fromiter((r >= 0 and sub_match(r) for r in rows.tolist()), dtype=bool, count=len(rows))
         if sub.any():
             return sub
-        title = np.array([r >= 0 and any(t.startswith(p) for t in str(self.state.title[r]).lower().split())
-                          for r in rows], dtype=bool)
+        match, titles = word_prefix_matcher(p), self.state.title
+        title = np.fromiter((r >= 0 and match(str(titles[r])) for r in rows.tolist()), dtype=bool, count=len(rows))
         return title if title.any() else np.ones(len(ids), dtype=bool)
 
-    def embedding_scores(self, request: Request, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def embedding_scores(self, request: Request, item_ids: np.ndarray, rows: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """(user or session vector . item vector, . its subcategory's mean item vector); NaN where unknown."""
         emb = self.retrievers.get("embedding")
         out = np.full(len(item_ids), np.nan)
@@ -127,7 +154,7 @@ class Pipeline:
         known = trained.item_ids[pos] == ids
         out[known] = trained.item_vectors[pos[known]] @ q
         names, centroids = self._subcat_centroids(trained)
-        rows = self.state.indices(list(item_ids))
+        rows = self.state.indices(list(item_ids)) if rows is None else rows
         sub = np.array([names.get(self.state.subcategory[r], -1) if r >= 0 else -1 for r in rows])
         sub_out[sub >= 0] = centroids[sub[sub >= 0]] @ q
         return out, sub_out
@@ -158,7 +185,8 @@ class Pipeline:
         ranker = self.ranker_for(request)
         if ranker is None or not use_ranker:
             return -feats["best_source_rank"].astype(float)
-        X = compute_features(online_inputs(request, ids, self.state, feats), self.snapshot, self.attrs)
+        X = compute_features(online_inputs(request, ids, self.state, feats, self.rows_of(ids), self.codes),
+                             self.snapshot, self.attrs)
         return ranker.predict(X)
 
     def score_candidates(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +214,8 @@ class Pipeline:
             stages.append("rank" if (self.ranker is not None and use_ranker and not over) else "retrieval_order")
         purchased = frozenset(i for i, kind in self.state.user_history.get(request.user_id, ())
                               if kind == "purchase") if request.user_id else frozenset()
-        out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, self.rerank_cfg, purchased)
+        out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, self.rerank_cfg, purchased,
+                                 self.rows_of(ids) if not fallback else None)
         if len(out_ids) < k and not fallback:
             extra = [i for i in self.fallback_candidates(request) if i not in set(out_ids)]
             more, more_sc = rerank(extra, -np.arange(len(extra), dtype=float), self.state, request.ts,

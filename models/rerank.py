@@ -26,23 +26,35 @@ class RerankConfig:
 
 
 def policy_filter(item_ids, state: OnlineState, ts: datetime | None,
-                  purchased: frozenset[str] = frozenset()) -> np.ndarray:
-    """Boolean mask of the items that may be shown now (eligible in the live state and not already bought)."""
+                  purchased: frozenset[str] = frozenset(), rows: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of the items that may be shown now (eligible in the live state and not already bought).
+
+    `rows`: the items' rows in `state` (-1: unknown) when the caller has them (saves the id look-ups)."""
     ids = list(item_ids)
-    ok = state.is_eligible(ids, ts)
+    if rows is None:
+        ok = state.is_eligible(ids, ts)
+    else:
+        ok = rows >= 0                  # what `is_eligible` computes from the ids
+        if ok.any():
+            ok[ok] = state.eligible_mask(ts, rows[ok])
     if purchased:
         ok &= np.array([i not in purchased for i in ids], dtype=bool)
     return ok
 
 
 def rerank(item_ids, scores, state: OnlineState, ts: datetime | None, k: int, cfg: RerankConfig = RerankConfig(),
-           purchased: frozenset[str] = frozenset()) -> tuple[list[str], list[float]]:
-    """Top-k after de-duplication, the per-category cap and the policy filters (filters win over everything)."""
-    ids = np.asarray(list(item_ids), dtype=object)
-    sc = np.asarray(list(scores), dtype=float)
+           purchased: frozenset[str] = frozenset(), rows: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+    """Top-k after de-duplication, the per-category cap and the policy filters (filters win over everything).
+
+    `rows`: the items' rows in `state` (-1: unknown), aligned with `item_ids`, when the caller has them."""
+    ids = item_ids if isinstance(item_ids, np.ndarray) and item_ids.dtype == object \
+        else np.asarray(list(item_ids), dtype=object)
+    sc = scores if isinstance(scores, np.ndarray) and scores.dtype == float else np.asarray(list(scores), dtype=float)
     if len(ids) == 0 or k <= 0:
         return [], []
-    ok = policy_filter(ids, state, ts, purchased if cfg.exclude_purchased else frozenset())
+    if rows is not None and len(rows) != len(ids):
+        raise ValueError(f"rows: {len(rows)} given for {len(ids)} items")
+    ok = policy_filter(ids, state, ts, purchased if cfg.exclude_purchased else frozenset(), rows)
     order = np.argsort(-np.where(np.isnan(sc), -np.inf, sc), kind="stable")
     out_ids: list[str] = []
     out_sc: list[float] = []
@@ -54,7 +66,10 @@ def rerank(item_ids, scores, state: OnlineState, ts: datetime | None, k: int, cf
         if not ok[j] or iid in seen:
             continue
         seen.add(iid)
-        row = state.index.get(iid)
+        if rows is None:
+            row = state.index.get(iid)
+        else:
+            row = int(rows[j]) if rows[j] >= 0 else None
         cat = state.category[row] if row is not None else None
         if cfg.max_per_category and per_cat.get(cat, 0) >= cfg.max_per_category:
             deferred.append(j)

@@ -31,7 +31,7 @@ from recs.serving.journal import JOURNAL_NAME, Journal
 from recs.serving.metrics import Gauge
 from recs.serving.reload import Reloader, journal_loop
 from recs.serving.runtime import Runtime
-from recs.serving.served import HOME, SEARCH, ServeConfig, load_served, settle_heap
+from recs.serving.served import HOME, SEARCH, ServeConfig, limit_native_threads, load_served, settle_heap
 
 
 class Item(BaseModel):
@@ -168,6 +168,7 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        limit_native_threads()
         settle_heap()
         poller = None
         if runtime.journal is not None:

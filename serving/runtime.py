@@ -209,7 +209,7 @@ class Runtime:
             stages.append("retrieval_order")
         try:
             purchased = self._purchased(served, req)
-            out_ids, out_sc = rerank(ids, scores, served.state, req.ts, k, p.rerank_cfg, purchased)
+            out_ids, out_sc = rerank(ids, scores, served.state, req.ts, k, p.rerank_cfg, purchased, p.rows_of(ids))
             if len(out_ids) < k:
                 have = set(out_ids)
                 extra = [i for i in p.fallback_candidates(req) if i not in have]

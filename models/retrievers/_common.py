@@ -155,9 +155,23 @@ def take_eligible(ids: np.ndarray, scores: np.ndarray, query: RetrievalQuery | N
     return Candidates(out_ids, out_sc, source)
 
 
-def top_indices(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the `n` largest positive scores, best first (ties broken by index)."""
-    pos = np.flatnonzero(scores > 0)
+def top_indices(scores: np.ndarray, n: int, floor: float = 0.0) -> np.ndarray:
+    """Indices of the `n` largest scores above `floor` (default: the positive ones), best first, ties broken by
+    index.
+
+    On a long array the n-th largest is first bounded from below by a strided sample's order statistic, so only
+    the few items above that bound are sorted (exact: the bound is used only when at least `n` items reach it)."""
+    m = len(scores)
+    if n > 0 and m > 4096 and m > 32 * n:
+        step = m // 2048
+        sample = scores[::step]
+        j = min(len(sample) - 1, 2 * n // step + 8)
+        bound = np.partition(sample, len(sample) - 1 - j)[len(sample) - 1 - j]   # the sample's (j+1)-th largest
+        if bound > floor:
+            cand = np.flatnonzero(scores >= bound)
+            if len(cand) >= n:
+                return cand[np.lexsort((cand, -scores[cand]))[:n]]
+    pos = np.flatnonzero(scores > floor)
     if len(pos) > n:
         part = np.argpartition(-scores[pos], n - 1)[:n]
         pos = pos[part]

@@ -27,7 +27,7 @@ from recs.datasets.io import atomic_dir
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Request
 from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
-from recs.models.retrievers._common import StateRows
+from recs.models.retrievers._common import StateRows, top_indices
 
 RECENT = 10          # session clicks the visitor vector looks at
 MAX_POSITION = 20    # examination parameters per surface for positions 0..MAX_POSITION-1 (later ones share the last)
@@ -187,6 +187,8 @@ class ClickModelRetriever(Retriever):
         self._user_index = {u: j for j, u in enumerate(self.p.user_ids)}
         self._item_index = {i: j for j, i in enumerate(self.p.item_ids)}
         self._state_key, self._state_cache = (-1, -1), None
+        self._price_key: tuple | None = None          # (state, size, version) of the cached relative log prices
+        self._rel_price = np.zeros(0)
 
     # ---- scoring -----------------------------------------------------------------------------------------
     def _state_arrays(self, state: OnlineState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -234,21 +236,46 @@ class ClickModelRetriever(Retriever):
             u += p.scalars["alpha"] * vec[rows].mean(axis=0)
         return u, beta
 
-    def score_rows(self, request: Request, history: tuple[str, ...], state: OnlineState, rows: np.ndarray
+    def _state_rel_price(self, state: OnlineState, ref: np.ndarray) -> np.ndarray:
+        """log(max(price, 1e-6)) - reference log price of every state row, recomputed only when the state changed
+        (any update: prices change in place)."""
+        key = (id(state), len(state), state.version)
+        if key != self._price_key or len(self._rel_price) != len(state):
+            self._rel_price = np.log(np.maximum(state.price, 1e-6)) - ref
+            self._price_key = key
+        return self._rel_price
+
+    def _subcat_match(self, request: Request) -> np.ndarray | None:
+        """Per subcategory (plus a last slot for 'unknown': no match), whether its name starts with the typed
+        prefix; None off the search bar or without a prefix."""
+        p = self.p
+        assert p is not None
+        if not (request.surface == "search" and request.query):
+            return None
+        q = request.query.lower()
+        return np.array([str(s).startswith(q) for s in p.subcats] + [False], dtype=np.float32)
+
+    def score_rows(self, request: Request, history: tuple[str, ...], state: OnlineState, rows: np.ndarray | None
                    ) -> np.ndarray:
-        """Attraction logit z (without examination) of the items at state `rows` (NaN for rows < 0)."""
+        """Attraction logit z (without examination) of the items at state `rows` (NaN for rows < 0; None: every
+        row of the state, computed on whole arrays)."""
         p = self.p
         assert p is not None
         vec, bias, ref, sub = self._state_arrays(state)
         u, beta = self.visitor_vector(request, history, state)
+        rel = self._state_rel_price(state, ref)
+        match = self._subcat_match(request)
+        if rows is None:
+            z = bias + vec @ u - beta * rel
+            if match is not None:
+                z = z + p.scalars["w_match"] * match[sub]       # sub -1 -> the last slot: no match
+            return np.asarray(z, dtype=np.float64)
         out = np.full(len(rows), np.nan, dtype=np.float64)
         ok = rows >= 0
         r = rows[ok]
-        z = bias[r] + vec[r] @ u - beta * (np.log(np.maximum(state.price[r], 1e-6)) - ref[r])
-        if request.surface == "search" and request.query:
-            q = request.query.lower()
-            match = np.array([s >= 0 and p.subcats[s].startswith(q) for s in sub[r]], dtype=np.float32)
-            z = z + p.scalars["w_match"] * match
+        z = bias[r] + vec[r] @ u - beta * rel[r]
+        if match is not None:
+            z = z + p.scalars["w_match"] * match[sub[r]]
         out[ok] = z
         return out
 
@@ -258,16 +285,10 @@ class ClickModelRetriever(Retriever):
         state = query.state
         if state is None or k <= 0:
             return Candidates.empty(self.kind)
-        rows = np.arange(len(state))
-        ok = state.eligible_mask(query.request.ts)
-        rows = rows[ok]
-        scores = self.score_rows(query.request, query.history, state, rows)
-        scores = np.where(np.isfinite(scores), scores, -np.inf)
-        finite = np.flatnonzero(np.isfinite(scores))
-        if len(finite) > k:
-            finite = finite[np.argpartition(-scores[finite], k - 1)[:k]]
-        top = finite[np.lexsort((finite, -scores[finite]))]
-        return Candidates(state.item_ids[rows[top]].astype(object), scores[top], self.kind)
+        z = self.score_rows(query.request, query.history, state, None)      # every row, whole-array arithmetic
+        scores = np.where(state.eligible_mask(query.request.ts) & np.isfinite(z), z, -np.inf)
+        top = top_indices(scores, k, floor=-np.inf)    # best first, ties by row (= by eligible position)
+        return Candidates(state.item_ids[top].astype(object), scores[top], self.kind)
 
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:

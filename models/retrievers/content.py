@@ -121,7 +121,7 @@ class ContentRetriever(Retriever):
                                   pl.lit(cfg.w_price).alias("v")))
         if cfg.w_title > 0:
             words = (base.select("r", pl.col("title").str.to_lowercase().str.extract_all(_TOKEN.pattern).alias("t"))
-                     .explode("t").drop_nulls("t").unique(["r", "t"]))
+                     .explode("t").drop_nulls("t").unique(["r", "t"]).sort(["r", "t"]))
             if cfg.drop_numeric_tokens:
                 words = words.filter(~pl.col("t").str.contains(r"^\d+$"))
             idf = pl.DataFrame({"t": list(self.idf), "idf": list(self.idf.values())},
@@ -134,7 +134,9 @@ class ContentRetriever(Retriever):
                              for b in blocks]).filter(pl.col("v") > 0)
         vocab = entries.select(pl.col("tok").unique())
         vocab = vocab.with_columns(pl.Series("col", _hash(vocab["tok"].to_list(), cfg.n_features)))
-        entries = entries.join(vocab, on="tok")
+        # a fixed order (polars' unique / join orders vary between runs): the float sums, hence the scores and
+        # their ties, are then the same on every load of the same model
+        entries = entries.join(vocab, on="tok").sort(["r", "col", "tok"])
         m = sp.csr_matrix((entries["v"].to_numpy(), (entries["r"].to_numpy(), entries["col"].to_numpy())),
                           shape=(attrs.height, cfg.n_features))
         m.sum_duplicates()
@@ -150,6 +152,8 @@ class ContentRetriever(Retriever):
         self.created_us = attrs["created_at"].dt.epoch("us").to_numpy().astype(np.int64)
         pop = np.log1p(attrs["pop"].to_numpy().astype(np.float64))
         self._pop_mult = 1.0 + self.config.popularity_weight * pop / (pop.max() if len(pop) and pop.max() > 0 else 1)
+        self._by_created = np.argsort(self.created_us, kind="stable")     # serving: the young items by one search
+        self._created_sorted = self.created_us[self._by_created]
 
     @staticmethod
     def _clean(catalog: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -218,20 +222,34 @@ class ContentRetriever(Retriever):
         norm = np.linalg.norm(vals)
         return cols.astype(np.int64), vals / (norm if norm > 0 else 1.0), ids
 
-    def _scores(self, cols: np.ndarray, vals: np.ndarray, ts: datetime) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, scores) of the items sharing a feature with the profile, boosts applied."""
+    def _dense_scores(self, cols: np.ndarray, vals: np.ndarray, ts: datetime) -> np.ndarray:
+        """Score of every item, boosts applied (0 for items sharing no feature with the profile).
+
+        Elementwise the same operations as scoring only the items sharing a feature, on whole arrays: the boost
+        touches only the items created in the last 10 half-lives, found by one binary search over creation times."""
         if self._Xc is None:
             self._Xc = self.X.tocsc()
-        dense = self._gather(self._Xc, cols, vals, len(self.item_ids))
-        rows = np.flatnonzero(dense > 0)
-        s = dense[rows] * self._pop_mult[rows]
+        s = self._gather(self._Xc, cols, vals, len(self.item_ids))
+        s *= self._pop_mult
         cfg = self.config
         if cfg.new_item_boost > 0:      # only items younger than 10 half-lives: older ones gain < boost / 1000
             t = to_us(ts)
+            horizon = 10 * cfg.new_item_half_life_days
+            # a superset (one day of margin) by creation time, then the exact rule on it
+            first = np.searchsorted(self._created_sorted, t - int((horizon + 1) * US_PER_DAY))
+            rows = self._by_created[first:]
+            rows = rows[s[rows] > 0]    # the others score 0 whatever the boost
             age_days = np.maximum(t - self.created_us[rows], 0) / US_PER_DAY
-            young = age_days < 10 * cfg.new_item_half_life_days
-            s[young] *= 1.0 + cfg.new_item_boost * 0.5 ** (age_days[young] / cfg.new_item_half_life_days)
-        return rows, s
+            young = age_days < horizon
+            rows = rows[young]
+            s[rows] *= 1.0 + cfg.new_item_boost * 0.5 ** (age_days[young] / cfg.new_item_half_life_days)
+        return s
+
+    def _scores(self, cols: np.ndarray, vals: np.ndarray, ts: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the items sharing a feature with the profile, boosts applied."""
+        s = self._dense_scores(cols, vals, ts)
+        rows = np.flatnonzero(s > 0)
+        return rows, s[rows]
 
     def similarity(self, query: RetrievalQuery, item_ids) -> np.ndarray:
         """Cosine of given items with the request profile (no boosts; NaN for unknown items), a ranker feature."""
@@ -249,18 +267,20 @@ class ContentRetriever(Retriever):
         cols, vals, seeds = self.profile(query)
         if len(cols) == 0 or k <= 0:
             return Candidates.empty(self.kind)
-        cand, s = self._scores(cols, vals, query.request.ts)
+        s = self._dense_scores(cols, vals, query.request.ts)
         exclude = seeds if self.config.exclude_seen else ()
-        n_pos = len(cand)
-        for n in (4 * k + len(exclude) + 100, n_pos):
-            best = top_indices(s, n)
-            top = cand[best]
+        n = 4 * k + len(exclude) + 100
+        while True:
+            top = top_indices(s, n)
             rows = self._rows.get(query.state, self.item_ids)[top] if query.state is not None else None
-            out = take_eligible(self.item_ids[top], s[best], query, k, self.kind, exclude=exclude, presorted=True,
+            out = take_eligible(self.item_ids[top], s[top], query, k, self.kind, exclude=exclude, presorted=True,
                                 rows=rows)
-            if len(out) >= k or n >= n_pos:
+            if len(out) >= k:
                 return out
-        return out
+            n_pos = int(np.count_nonzero(s > 0))   # the head was not enough: every item with a positive score
+            if n >= n_pos:
+                return out
+            n = n_pos
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:

@@ -158,8 +158,14 @@ class SuggestRetriever(Retriever):
         self._pos = {iid: j for j, iid in enumerate(self.item_ids.tolist())}
         pop = items["pop"].to_numpy().astype(np.float64)
         self._pop = pop / (pop.max() if len(pop) and pop.max() > 0 else 1.0)
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}   # serving: per column, name -> code, codes
         for col in ("category", "subcategory", "brand"):
-            setattr(self, f"_{col}", np.array(items[col].to_list(), dtype=object))
+            vals = np.array(items[col].to_list(), dtype=object)
+            setattr(self, f"_{col}", vals)
+            names: dict[str, int] = {}
+            codes = np.array([-1 if v is None else names.setdefault(str(v), len(names)) for v in vals.tolist()],
+                             dtype=np.int64)
+            self._codes[col] = (names, codes)
         self._pop_order = np.lexsort((np.arange(len(pop)), -pop))
         self._rank = np.empty(len(pop), dtype=np.int64)
         self._rank[self._pop_order] = np.arange(len(pop))
@@ -216,6 +222,23 @@ class SuggestRetriever(Retriever):
             a = aff.get(col) or {}
             if a and k > 0:
                 b += k * np.array([a.get(v, 0.0) if v is not None else 0.0 for v in vals])
+        return b
+
+    def _boost_rows(self, aff: dict[str, dict], rows: np.ndarray) -> np.ndarray:
+        """`_boost` of item rows through their precomputed codes (the same values, no per-row look-ups)."""
+        cfg = self.config
+        b = np.ones(len(rows))
+        for col, k in (("subcategory", cfg.subcategory_boost), ("category", cfg.category_boost),
+                       ("brand", cfg.brand_boost)):
+            a = aff.get(col) or {}
+            if a and k > 0:
+                names, codes = self._codes[col]
+                w = np.zeros(len(names) + 1)          # the last slot (code -1): no name, no boost
+                for name, v in a.items():
+                    c = names.get(name)
+                    if c is not None:
+                        w[c] = v
+                b += k * w[codes[rows]]
         return b
 
     # ---- query completions -----------------------------------------------------------------------------------
@@ -289,7 +312,7 @@ class SuggestRetriever(Retriever):
             score = np.concatenate([score, self._pop[extra] + cfg.pop_smoothing])
             pos = {r: j for j, r in enumerate(rows.tolist())}
             score[[pos[r] for r in a_idx.tolist()]] += cfg.association_weight * a_sc
-        score = score * self._boost(aff, self._subcategory[rows], self._category[rows], self._brand[rows])
+        score = score * self._boost_rows(aff, rows)
         score *= cfg.backoff_penalty ** dropped
         order = np.lexsort((self._rank[rows], -score))
         return rows[order], score[order]
