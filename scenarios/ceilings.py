@@ -2,7 +2,8 @@
 
 On the simulator, on the same fresh requests (true expected CTR from `sim.run_policy`):
 
-- `logging`, `pipeline`, `pipeline_no_ranker` (retrieval order), `embedding_only` (candidates by emb_score);
+- `logging`, `pipeline`, `pipeline_no_ranker` (retrieval order), `embedding_only` (candidates by emb_score),
+  `pipeline_no_category_cap` (the pipeline without the per-category diversity cap: what the cap costs);
 - `feature_ceiling`: a LightGBM regressor fitted on the TRUE attraction logits of other fresh requests' candidates,
   over exactly the pipeline's features: the best any ranker on these features could do (a diagnostic that cheats
   on purpose; never a product);
@@ -22,7 +23,7 @@ from recs.datasets.policy import Ranking, Request
 from recs.features.compute import compute_features
 from recs.features.online import online_inputs
 from recs.models.pipeline import Pipeline
-from recs.models.rerank import rerank
+from recs.models.rerank import RerankConfig, rerank
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,20 @@ class _CandidatePolicy:
         s = self.score(request, ids, feats)
         out, sc = rerank(ids, s, self.pipe.state, request.ts, k, self.pipe.rerank_cfg, frozenset())
         return Ranking(tuple(out), tuple(sc), ("diagnostic",))
+
+
+class _WithRerank:
+    """The pipeline with another re-ranking configuration (same candidates, features and ranker)."""
+
+    def __init__(self, pipe: Pipeline, cfg: RerankConfig) -> None:
+        self.pipe, self.cfg = pipe, cfg
+
+    def rank(self, request: Request, k: int) -> Ranking:
+        saved, self.pipe.rerank_cfg = self.pipe.rerank_cfg, self.cfg
+        try:
+            return self.pipe.rank(request, k)
+        finally:
+            self.pipe.rerank_cfg = saved
 
 
 def _features(pipe: Pipeline, request: Request, ids: np.ndarray, feats: dict) -> np.ndarray:
@@ -92,6 +107,7 @@ def ceilings(model_dir: str | Path, dataset: str | Path, cfg: CeilingConfig = Ce
     policies = {
         "logging": world.logging_policy(),
         "pipeline": pipe,
+        "pipeline_no_category_cap": _WithRerank(pipe, RerankConfig(max_per_category=0)),
         "pipeline_no_ranker": _CandidatePolicy(pipe, lambda r, i, f: -f["best_source_rank"].astype(float)),
         "embedding_only": _CandidatePolicy(pipe, lambda r, i, f: np.nan_to_num(f["emb_score"], nan=-1e9)),
         "feature_ceiling": _CandidatePolicy(pipe, lambda r, i, f: booster.predict(_features(pipe, r, i, f))),
