@@ -10,6 +10,14 @@ from recs.datasets.policy import Ranking, Request, SlotProbabilities, determinis
 from recs.sim import choice
 
 
+def _top_k(world, rows: np.ndarray, score: np.ndarray, k: int, stage: str) -> Ranking:
+    """The `k` best of `rows` by `score`, best first (ties by row order)."""
+    k = min(k, len(rows))
+    top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=np.int64)
+    top = top[np.argsort(-score[top], kind="stable")]
+    return Ranking(tuple(world.item_ids[rows[top]]), tuple(float(x) for x in score[top]), (stage,))
+
+
 class OraclePolicy:
     """Ranks eligible items by true attraction (optimal for the position-based model); needs the hidden context."""
 
@@ -32,11 +40,7 @@ class OraclePolicy:
         return rows, logit
 
     def rank(self, request: Request, k: int) -> Ranking:
-        rows, logit = self.scores(request)
-        k = min(k, len(rows))
-        top = np.argpartition(-logit, k - 1)[:k] if k else np.array([], dtype=np.int64)
-        top = top[np.argsort(-logit[top], kind="stable")]
-        return Ranking(tuple(self.w.item_ids[rows[top]]), tuple(float(x) for x in logit[top]), ("oracle",))
+        return _top_k(self.w, *self.scores(request), k, "oracle")
 
     def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
         return deterministic_slot_probabilities(self.rank(request, k), k)
@@ -117,11 +121,7 @@ class InformedPolicy:
         return rows, out
 
     def rank(self, request: Request, k: int) -> Ranking:
-        rows, score = self.scores(request)
-        k = min(k, len(rows))
-        top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=np.int64)
-        top = top[np.argsort(-score[top], kind="stable")]
-        return Ranking(tuple(self.w.item_ids[rows[top]]), tuple(float(x) for x in score[top]), ("informed",))
+        return _top_k(self.w, *self.scores(request), k, "informed")
 
     def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
         return deterministic_slot_probabilities(self.rank(request, k), k)
