@@ -32,7 +32,8 @@ class Reloader:
     def __init__(self, runtime: Runtime, public_key: Any, workers: int = 1) -> None:
         self.rt, self.key, self.workers = runtime, public_key, workers
         self.lock = asyncio.Lock()
-        self._pending: tuple[int, dict] | None = None
+        # a reload journaled while this worker was starting (seen by its first journal read, before this existed)
+        self._pending: tuple[int, dict] | None = runtime.reload_target
         self._tasks: set[asyncio.Task] = set()
         runtime.on_reload = self._on_record
 

@@ -95,14 +95,11 @@ class Runtime:
         return (req.surface, cold, q, k)
 
     def recommend(self, req: Request, k: int, waited_s: float = 0.0) -> tuple[Result, str]:
-        """The degrading request path. Returns the result and the version of the bundle that served it."""
+        """The degrading request path (the caller has already shed on overload: `FastGet.serve`). Returns the result
+        and the version of the bundle that served it."""
         served = self.current
         m = self.metrics
         cfg = self.cfg
-        if self.overloaded(waited_s):
-            res = self._fallback(served, req, k, "shed")
-            m.fallbacks.inc(req.surface, "shed")
-            return res, served.version
         key = self.cache_key(served, req, k)
         if key is not None:
             t0 = time.perf_counter()
@@ -283,12 +280,13 @@ class Runtime:
 
     def _apply_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> int:
         served = self.current
+        appended = kind == "new_item" and key not in served.state.index
         served.state.apply_inventory(kind, key, value, ts, attrs)
-        if kind == "new_item":
+        if appended:
             served.pipeline.attrs = attrs_from_state(served.state)  # the state replaced its arrays
             served.pipeline.index_new_items([key])  # the content retriever can suggest it at once (no refit)
         for cache in served.caches.values():
-            if kind in ("blocked_seller", "new_item"):
+            if kind == "blocked_seller" or appended:
                 cache.clear()                 # may change any answer
             else:
                 cache.invalidate_items((key,))
@@ -327,7 +325,7 @@ class Runtime:
                 else:
                     raise ValueError(f"unknown journal op {op!r}")
                 self.metrics.journal.inc(str(op))
-            except (KeyError, ValueError, TypeError):   # e.g. an item this bundle's catalog does not have
+            except Exception:   # e.g. an item this bundle's catalog does not have: count it, apply the rest
                 self.metrics.errors.inc("journal")
 
     def publish_reload(self, new: Served, bundle: str) -> None:
@@ -367,6 +365,7 @@ class Runtime:
             except (KeyError, ValueError):
                 continue  # an item the new catalog does not have
         new.pipeline.attrs = attrs_from_state(new.state)
+        new.pipeline.index_new_items([k for kind, k, *_ in self.inventory_log if kind == "new_item"])
         new.state.session_history = old.state.session_history
         new.state.user_history = old.state.user_history
         self.current = new

@@ -271,6 +271,11 @@ def test_reload_refuses_tampered_bundle_and_old_keeps_serving(built, client, tmp
 def test_reload_swaps_and_keeps_live_state(built, client, tmp_path):
     victim = _ids(client.get("/v1/recommendations", params={"user_id": _known_user(client), "k": 5}))[0]
     client.post("/v1/inventory", json={"kind": "stock", "item_id": victim, "value": 0})
+    st = client.app.state.runtime.current.state
+    attrs = {"category": st.category[0], "subcategory": st.subcategory[0], "seller_id": st.seller_id[0],
+             "brand": "b", "title": "fresh reload thing", "price": 9.5, "stock": 3}
+    assert client.post("/v1/inventory", json={"kind": "new_item", "item_id": "n-reload", "value": 3,
+                                              "attrs": attrs}).status_code == 200
     new_bundle = tmp_path / "b2"
     export_bundle(built["model"], new_bundle, built["priv"])   # re-signed: a different manifest, a new version
     old = client.get("/readyz").json()["bundle_version"]
@@ -281,6 +286,9 @@ def test_reload_swaps_and_keeps_live_state(built, client, tmp_path):
     body = client.get("/v1/recommendations", params={"user_id": _known_user(client), "k": 50}).json()
     assert body["bundle_version"] == new_version
     assert victim not in _ids_list(body)   # the stock-0 update was re-applied to the new bundle's state
+    # and the item added through the API is in the new bundle's state and its content retriever
+    cur = client.app.state.runtime.current
+    assert "n-reload" in cur.state.index and "n-reload" in cur.pipeline.retrievers["content"]._pos
 
 
 def test_nothing_is_unpickled_and_a_bad_bundle_is_never_opened(built, tmp_path, monkeypatch):
