@@ -20,10 +20,11 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._child import run_measured
 
 OBP_VERSION = "0.4.1"
 EXTRA_DEPS = ("matplotlib", "seaborn")
@@ -115,18 +116,10 @@ def run_obp(py: str, npz: Path, n_boot: int) -> tuple[dict | None, str, dict]:
     Returns (results or None, error, {"wall": s, "rss": peak MiB of that process})."""
     with tempfile.TemporaryDirectory(prefix="bench-ope-obp-") as tmp:
         out, err = Path(tmp) / "out.json", Path(tmp) / "err.txt"
-        t0 = time.perf_counter()
         with open(out, "w") as fo, open(err, "w") as fe:
-            proc = subprocess.Popen([py, "-c", OBP_SCRIPT, str(npz), str(n_boot)], stdout=fo, stderr=fe)
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-        r = {"wall": time.perf_counter() - t0, "rss": usage.ru_maxrss / 1024}
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+            m = run_measured([py, "-c", OBP_SCRIPT, str(npz), str(n_boot)], fo, fe)
+        r = {"wall": m["wall"], "rss": m["peak_rss"] / 2**20}
+        if m["returncode"] != 0:
             lines = err.read_text().strip().splitlines()
-            return None, lines[-1] if lines else f"exit code {proc.returncode}", r
+            return None, lines[-1] if lines else f"exit code {m['returncode']}", r
         return json.loads(out.read_text().strip().splitlines()[-1]), "", r

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         try:
             budget = parse_size(max_memory) if max_memory else None
         except ValueError as e:
-            fail(str(e))
+            fail(f"--max-memory: {e}")
         kwargs = dict(table=table, format=fmt, strict=strict, part_rows=part_rows, obd_policy_id=policy_id,
                       obd_request_grouping=obd_grouping, interaction_kind=kind, side_tables=side_tables,
                       assume_timezone=None if assume_timezone.lower() == "none" else assume_timezone,

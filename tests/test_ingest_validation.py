@@ -245,3 +245,31 @@ def test_jsonl_blank_lines_keep_line_numbers_in_quarantine_and_strict(tmp_path):
     assert pl.read_parquet(rep.quarantine_file)["_row"].to_list() == [4]
     with pytest.raises(StrictViolation, match=r"a.jsonl:4: surface: must be one of"):
         ingest([p], tmp_path / "ds2", IngestConfig(table="impressions", strict=True))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"run_id": "../escape"}, "run_id"),
+    ({"obd_request_grouping": "nope"}, "obd_request_grouping"),
+    ({"interaction_kind": "view"}, "interaction_kind"),
+    ({"max_memory": 1000}, "max-memory"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        IngestConfig(table="interactions", **kwargs)
+
+
+def test_a_write_failure_is_not_reported_as_unreadable_input(tmp_path, monkeypatch):
+    """A full disk while staging parts names the part being written, not the input file, and leaves no dataset."""
+    src = write_csv(tmp_path / "a.csv", [imp_row(i) for i in range(30)])
+    real = pl.DataFrame.write_parquet
+
+    def failing(self, file, *a, **k):
+        if "part-" in str(file):
+            raise OSError(28, "No space left on device")
+        return real(self, file, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", failing)
+    with pytest.raises(IngestError, match="cannot write staged part") as e:
+        ingest([src], tmp_path / "ds", IngestConfig(table="impressions"))
+    assert "unreadable" not in str(e.value) and "a.csv" not in str(e.value)
+    assert not (tmp_path / "ds" / "impressions").exists()

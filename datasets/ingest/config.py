@@ -113,8 +113,14 @@ class IngestConfig:
                 raise ValueError(f"unknown time zone {self.assume_timezone!r}") from None
         if self.part_rows < 1:
             raise ValueError("part_rows must be >= 1")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.run_id):
+            raise ValueError(f"run_id {self.run_id!r} may hold only letters, digits, '_', '.', '-'")
+        if self.obd_request_grouping not in ("row", "timestamp"):
+            raise ValueError("obd_request_grouping must be 'row' or 'timestamp'")
+        if self.interaction_kind not in ("click", "add_to_cart", "purchase"):
+            raise ValueError(f"interaction_kind must be click, add_to_cart or purchase, got {self.interaction_kind!r}")
         if self.max_memory is not None and self.max_memory < MIN_MEMORY:
-            raise ValueError(f"max_memory must be at least {MIN_MEMORY >> 20} MiB (got {self.max_memory >> 20} MiB): "
+            raise ValueError(f"max_memory (--max-memory) must be at least {MIN_MEMORY >> 20} MiB (got {self.max_memory >> 20} MiB): "
                              f"the interpreter and libraries alone take about {BASE_MEMORY >> 20} MiB")
         for name in ("batch_rows", "writer_buffer_bytes", "resolve_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recs.datasets.ingest.config import IngestError
 from recs.datasets.schemas import TABLES
 
 HASH = "_h"
@@ -128,8 +129,11 @@ class KeyIndex:
         path = None
         if run.size >= MMAP_MIN:
             path = self._new_path()
-            np.save(path, run)
-            run = np.load(path, mmap_mode="r")
+            try:
+                np.save(path, run)
+                run = np.load(path, mmap_mode="r")
+            except OSError as e:   # a write failure, not an unreadable input
+                raise IngestError(f"{path}: cannot write the de-duplication index ({e})") from None
         self.runs.append(run)
         self._files.append(path)
 

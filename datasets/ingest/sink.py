@@ -2,7 +2,7 @@
 
 The reading thread validates batch k+1 while this thread deduplicates batch k (numpy and polars release the GIL,
 so the two overlap on two cores). Batches are handled one at a time, in order, so the result is exactly that of
-doing both halves in turn; at most `depth` batches wait, so memory stays bounded.
+doing both halves in turn; at most one batch waits, so memory stays bounded.
 """
 from __future__ import annotations
 
@@ -24,20 +24,16 @@ class BatchSink:
     """Deduplicates and writes the valid rows of one file's batches (typed columns `typed_sel` of each batch)."""
 
     def __init__(self, index: KeyIndex, writer: PartWriter, typed_sel: list[pl.Expr], file_index: int,
-                 suspect_dir: Path, spool_rows: int, depth: int = 1) -> None:
+                 suspect_dir: Path, spool_rows: int) -> None:
         self.index, self.writer, self.typed_sel, self.i = index, writer, typed_sel, file_index
         self.suspects = Spool(suspect_dir, f"{file_index:06d}", spool_rows)
-        self.depth = depth
         self.new_rows = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-dedup")
         self._pending: deque[Future] = deque()
 
     def submit(self, batch: pl.DataFrame, ok: np.ndarray, h: np.ndarray) -> None:
-        """Queue a batch: `ok` marks its valid rows, `h` holds their key hashes (in order). `depth` 0: inline."""
-        if self.depth == 0:
-            self._handle(batch, ok, h)
-            return
-        while len(self._pending) >= self.depth:
+        """Queue a batch: `ok` marks its valid rows, `h` holds their key hashes (in order)."""
+        while self._pending:   # at most one batch waits
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._handle, batch, ok, h))
 

@@ -56,8 +56,11 @@ class Spool:
 
     def flush(self) -> None:
         if self._frames:
-            pl.concat(self._frames, how="diagonal_relaxed").write_parquet(
-                self.folder / f"{self.prefix}-{self._seq:05d}.parquet", compression="lz4")
+            path = self.folder / f"{self.prefix}-{self._seq:05d}.parquet"
+            try:
+                pl.concat(self._frames, how="diagonal_relaxed").write_parquet(path, compression="lz4")
+            except (OSError, pl.exceptions.PolarsError) as e:
+                raise IngestError(f"{path}: cannot write staged rows ({e})") from None
             self._seq += 1
             self._frames, self._n = [], 0
 
@@ -132,8 +135,11 @@ class PartWriter:
         except (SchemaError, SchemaErrors) as e:
             raise IngestError(f"accepted rows failed the {self.table} schema (a bug in validation): "
                               f"{str(e).splitlines()[0]}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.write_parquet(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            df.write_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as e:   # a write failure, not an unreadable input
+            raise IngestError(f"{path}: cannot write staged part ({e})") from None
         self.written_rows += df.height
         self.parts.append(path)
 

@@ -10,7 +10,6 @@ come from matched replicates. Nothing is re-fitted (the reward model is held fix
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -121,10 +120,8 @@ def bootstrap(decomps: dict[str, Decomposition], n_boot: int, seed: int = 0, chu
 
 
 def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS keeps its default threads
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(1, user_api="blas")
 
 
