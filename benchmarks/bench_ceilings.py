@@ -29,9 +29,9 @@ def main() -> None:
         train_all(ds, model)
     out = ceilings(model, ds, log=lambda m: print(f"  {m}", flush=True))
     print(f"true CTR on {out['n_requests']} fresh requests ({ds}, {model})")
-    print(f"{'policy':<20} {'all':>7} {'anon':>7} {'logged':>7} {'x logging':>10}")
+    print(f"{'policy':<26} {'all':>7} {'anon':>7} {'logged':>7} {'x logging':>10}")
     for name, v in out["ctr"].items():
-        print(f"{name:<20} {v['all']:>7.3f} {v.get('anonymous', float('nan')):>7.3f} "
+        print(f"{name:<26} {v['all']:>7.3f} {v.get('anonymous', float('nan')):>7.3f} "
               f"{v.get('logged_in', float('nan')):>7.3f} {out['vs_logging'][name]:>10.2f}")
     if tmp:
         tmp.cleanup()

@@ -64,3 +64,15 @@ def test_save_load_round_trip(fitted, tmp_path):
     q = rq(sim.as_of, recent=sim.session_items(2), state=state, surface="search", q="ab")
     a, b = cm.retrieve(q, 30), back.retrieve(q, 30)
     assert list(a.item_ids) == list(b.item_ids) and np.allclose(a.scores, b.scores)
+
+
+def test_an_item_of_an_unseen_subcategory_scores_nan_not_minus_inf(fitted):
+    """Unknown to the model means unknown (NaN: the feature default applies), not the worst item there is."""
+    sim, cm = fitted
+    state = sim.state()
+    row = 0
+    state.apply_inventory("new_item", "brand-new", 5, attrs={
+        "category": state.category[row], "subcategory": "never-seen-subcat", "seller_id": state.seller_id[row],
+        "brand": "b", "title": "t", "price": float(state.price[row]), "stock": 5})
+    z = cm.score_rows(rq(sim.as_of, state=state).request, (), state, state.indices(["brand-new", state.item_ids[row]]))
+    assert np.isnan(z[0]) and np.isfinite(z[1])

@@ -113,8 +113,7 @@ def test_word_prefix_matcher_agrees_with_splitting():
 
 # ---- a trained pipeline ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    from recs.models.pipeline import Pipeline
+def model_dir(tmp_path_factory):
     from recs.models.train import TrainConfig, train_all
     from recs.sim import SimConfig, generate_dataset
 
@@ -123,7 +122,14 @@ def pipe(tmp_path_factory):
     train_all(root / "ds", root / "model",
               TrainConfig(retrievers=("popularity", "covisit", "content", "suggest", "clickmodel"),
                           max_ranker_requests=600, holdout_days=1, ranker_days=2))
-    return Pipeline.load(root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    from recs.models.pipeline import Pipeline
+
+    return Pipeline.load(model_dir)
 
 
 def _requests(p, n=60):
@@ -157,11 +163,13 @@ def test_cached_codes_and_rows_give_the_same_features_and_slate(pipe):
             rerank(list(ids), list(sc), p.state, req.ts, 10, p.rerank_cfg, frozenset())
 
 
-def test_state_codes_follow_appended_items(pipe):
+def test_state_codes_follow_appended_items(pipe, model_dir):
+    from recs.models.state_files import load_state
+
     p = pipe
+    st = load_state(model_dir / "state")     # its own state: the module's pipeline stays as loaded
     codes = StateCodes(p.snapshot)
-    before = codes.get(p.state).copy()
-    st = p.state
+    before = codes.get(st).copy()
     st.apply_inventory("new_item", "brand_new_item", 5, T0, {
         "category": st.category[0], "subcategory": st.subcategory[0], "seller_id": st.seller_id[0],
         "brand": st.brand[0], "title": "brand new", "price": 9.5})

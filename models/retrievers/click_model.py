@@ -35,7 +35,7 @@ MAX_POSITION = 20    # examination parameters per surface for positions 0..MAX_P
 
 @dataclass
 class ClickModelConfig:
-    """Size and regularisation of the click model; defaults tuned on the demo-scale simulator (docs/RETRIEVAL.md)."""
+    """Size and regularisation of the click model; defaults tuned on the demo-scale simulator (docs/RETRIEVAL_CLASSIC.md)."""
 
     dim: int = 16
     epochs: int = 12
@@ -276,7 +276,7 @@ class ClickModelRetriever(Retriever):
         z = bias[r] + vec[r] @ u - beta * rel[r]
         if match is not None:
             z = z + p.scalars["w_match"] * match[sub[r]]
-        out[ok] = z
+        out[ok] = np.where(np.isfinite(z), z, np.nan)   # a subcategory it never saw: unknown, not -inf
         return out
 
     def retrieve(self, query: RetrievalQuery, k: int) -> Candidates:
