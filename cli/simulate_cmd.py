@@ -127,9 +127,10 @@ def delayed_feedback(
 ) -> None:
     """Retrain a pCVR model at T with naive, matured-only and delay-corrected labels; bias and ranking vs truth."""
     from recs.scenarios.delayed_feedback import DelayedFeedbackConfig, delayed_feedback_report, run_delayed_feedback
+    from recs.scenarios.trained import check_dataset
 
-    if dataset is not None and not (dataset / "truth" / "config.json").is_file():
-        fail(f"{dataset}: not a simulated dataset (no truth/config.json)")
+    if dataset is not None:
+        _make(check_dataset, dataset=dataset)
     if days <= 0 or requests_per_day <= 0:
         fail("--days and --requests-per-day must be positive")
     sim = _sim(users, items, seed, days=days, requests_per_day=requests_per_day, delay_median_hours=6.0,

@@ -245,6 +245,9 @@ def _run(trained, cfg: ColdStartConfig, say) -> dict:
     bare, full = variants["no_mitigation"], variants["mitigated"]
     retrievers = {f"retriever:{k}": RetrieverPolicy(k, full) for k in full.retrievers}
     holdout = scan_table(trained.dataset, "impressions").filter(pl.col("ts") > pl.lit(cutoff)).collect()
+    if holdout.height == 0:
+        raise ValueError(f"{trained.model}: no impressions after its training cut-off {cutoff:%Y-%m-%d %H:%M} in "
+                         f"{trained.dataset}; train it with --holdout-days >= 1")
     offline = offline_eval({**retrievers, "pipeline:no_mitigation": bare, "pipeline:mitigated": full},
                            full.histories, holdout, new_items, cfg)
     say("offline evaluation done")

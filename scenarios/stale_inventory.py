@@ -28,7 +28,7 @@ import numpy as np
 
 from recs.models.rerank import RerankConfig, rerank
 from recs.scenarios.common import Clock, InventorySnapshot, attraction_logits, fmt_age, from_us, small_sim, top_n
-from recs.scenarios.trained import ModelSettings, prepare
+from recs.scenarios.trained import ModelSettings, check_dataset, prepare
 from recs.sim import SimConfig, World
 
 DEFAULT_AGES = (0, 900, 3_600, 21_600, 86_400)
@@ -120,6 +120,9 @@ def run_stale_inventory(cfg: StaleInventoryConfig = StaleInventoryConfig(),
         if cfg.ranker == "pipeline":
             trained = prepare(Path(tmp), cfg.sim, cfg.model, cfg.dataset, cfg.model_dir, say)
             world = World.load(trained.dataset)
+        elif cfg.dataset:   # the oracle on a given simulated dataset's world
+            check_dataset(cfg.dataset)
+            world = World.load(cfg.dataset)
         else:
             world = World.build(cfg.sim)
         return _run(world, trained, cfg, say)
