@@ -180,17 +180,22 @@ def run_drift(cfg: DriftScenarioConfig = DriftScenarioConfig(), progress: Callab
     if cfg.dataset is not None and check_dataset(cfg.dataset).days != cfg.ref_days:
         raise ValueError(f"{cfg.dataset}: has {check_dataset(cfg.dataset).days} days, ref_days is {cfg.ref_days}")
     drifted, clean, changes, models = [], [], [], []
-    for s in range(cfg.seeds):
-        seed = cfg.sim.seed + s
-        with tempfile.TemporaryDirectory(prefix="recs-drift-") as tmp:
-            trained = prepare(Path(tmp), cfg.sim.with_(seed=seed, days=cfg.ref_days), cfg.model, cfg.dataset,
-                              cfg.model_dir, say=say)
+    with tempfile.TemporaryDirectory(prefix="recs-drift-") as tmp:
+        # a given dataset (and model) is the same world for every seed: prepared (trained) once
+        given = (prepare(Path(tmp), cfg.sim.with_(days=cfg.ref_days), cfg.model, cfg.dataset, cfg.model_dir, say=say)
+                 if cfg.dataset is not None else None)
+        for s in range(cfg.seeds):
+            seed = cfg.sim.seed + s
+            if given is None:
+                (Path(tmp) / f"seed{s}").mkdir()
+            trained = given or prepare(Path(tmp) / f"seed{s}", cfg.sim.with_(seed=seed, days=cfg.ref_days), cfg.model,
+                                       say=say)
             models.append(trained.describe())
             frame, changed = serve_days(cfg, trained, seed, True)
             drifted.append(monitor_run(cfg, frame))
             changes.append(changed)
             clean.append(monitor_run(cfg, serve_days(cfg, trained, seed, False)[0]))
-        say(f"seed {seed}: drifted and drift-free runs monitored")
+            say(f"seed {seed}: drifted and drift-free runs monitored")
     return {"kind": "simulate_drift", "config": _cfg_json(cfg),
             "drift": {"kind": cfg.kind, "onset_day": cfg.onset_day, "magnitude": cfg.magnitude, "changed": changes[0]},
             "models": models, "monitors": {m: summarise(m, cfg, drifted, clean) for m in MONITORS},
