@@ -123,9 +123,22 @@ def sample_user_vectors(cat: Catalog, n: int, dim: int, rng: np.random.Generator
     return v / (np.sqrt(dim) / 1.6)
 
 
+def sample_price_sens(rng: np.random.Generator, n: int | None = None):
+    """Price sensitivity of a visitor (or `n` of them): the population's prior, Gamma(2, 0.3)."""
+    return rng.gamma(2.0, 0.3, n)
+
+
+def intent_probs(cat: Catalog, vecs: np.ndarray) -> np.ndarray:
+    """P(search intent = subcategory | taste) per row of `vecs`: softmax(2 u.centroid)."""
+    logits = 2.0 * vecs @ cat.centroids.T
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def build_users(cfg: SimConfig, cat: Catalog, rng: np.random.Generator) -> Users:
     vec = sample_user_vectors(cat, cfg.n_users, cfg.dim, rng)
-    price_sens = rng.gamma(2.0, 0.3, cfg.n_users)
+    price_sens = sample_price_sens(rng, cfg.n_users)
     activity = rng.pareto(1.5, cfg.n_users) + 1
     activity /= activity.sum()
     logger_vec = vec + rng.normal(0, cfg.logging_user_noise, vec.shape) / (np.sqrt(cfg.dim) / 1.6)

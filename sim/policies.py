@@ -8,6 +8,7 @@ import numpy as np
 
 from recs.datasets.policy import Ranking, Request, SlotProbabilities, deterministic_slot_probabilities
 from recs.sim import choice
+from recs.sim.catalog import intent_probs
 
 
 def _top_k(world, rows: np.ndarray, score: np.ndarray, k: int, stage: str) -> Ranking:
@@ -80,12 +81,12 @@ class InformedPolicy:
     policy_id = "sim-informed"
 
     def __init__(self, world, n_prior: int = 256, seed: int = 0) -> None:
-        from recs.sim.catalog import sample_user_vectors
+        from recs.sim.catalog import sample_price_sens, sample_user_vectors
 
         self.w = world
         rng = np.random.default_rng([world.cfg.seed, 23, seed])
         self.prior_vec = sample_user_vectors(world.catalog, n_prior, world.cfg.dim, rng)
-        self.prior_beta = rng.gamma(2.0, 0.3, n_prior)
+        self.prior_beta = sample_price_sens(rng, n_prior)
 
     def scores(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """(rows, expected attraction) of all eligible items for `request`."""
@@ -108,10 +109,7 @@ class InformedPolicy:
         match = [s for s in range(len(names)) if names[s].startswith(request.query)]
         if not match:
             return rows, choice.sigmoid(base).mean(axis=0)
-        logits = 2.0 * vecs @ c.centroids.T
-        p_intent = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p_intent /= p_intent.sum(axis=1, keepdims=True)
-        weights = p_intent[:, match]                      # (n_prior, n_match): joint posterior, unnormalised
+        weights = intent_probs(c, vecs)[:, match]                      # (n_prior, n_match): joint posterior, unnormalised
         weights = weights / weights.sum()
         b = w.cfg.search_intent_boost
         out = np.zeros(len(rows))

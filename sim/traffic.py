@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recs.sim import choice
-from recs.sim.catalog import sample_user_vectors
+from recs.sim.catalog import sample_price_sens, sample_user_vectors
 from recs.sim.logging_policy import LoggingCore
 
 
@@ -62,7 +62,7 @@ def simulate_hour(world, core: LoggingCore, t0_us: int, n_requests: int, counter
     anon = rng.random(n_sess) < cfg.anonymous_share
     user = np.where(anon, -1, rng.choice(users.n, size=n_sess, p=users.activity))
     vec = np.where(anon[:, None], sample_user_vectors(cat, n_sess, cfg.dim, rng), users.vec[np.maximum(user, 0)])
-    ps = np.where(anon, rng.gamma(2.0, 0.3, n_sess), users.price_sens[np.maximum(user, 0)])
+    ps = np.where(anon, sample_price_sens(rng, n_sess), users.price_sens[np.maximum(user, 0)])
     sess = counters["session"] + np.arange(n_sess)
     counters["session"] += n_sess
     ts = t0_us + rng.integers(0, 3_600 * 10**6, n_sess)

@@ -12,7 +12,9 @@ import polars as pl
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Request
 from recs.sim import choice
-from recs.sim.catalog import Catalog, Users, build_catalog, build_users, sample_user_vectors
+from recs.sim.catalog import (
+    Catalog, Users, build_catalog, build_users, intent_probs, sample_price_sens, sample_user_vectors,
+)
 from recs.sim.config import SimConfig
 
 NEVER = np.iinfo(np.int64).max
@@ -159,7 +161,7 @@ class World:
             vec, ps, uid = self.users.vec[user_row], float(self.users.price_sens[user_row]), self.user_ids[user_row]
         else:
             vec = sample_user_vectors(self.catalog, 1, cfg.dim, rng)[0]
-            ps, uid = float(rng.gamma(2.0, 0.3)), None
+            ps, uid = float(sample_price_sens(rng)), None
         intent, query = -1, None
         if surface == "search":
             intent, query = self.draw_intent(vec[None, :], rng)
@@ -173,10 +175,7 @@ class World:
 
     def draw_intent(self, vecs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         """Search intent subcategory ~ softmax(2 u.centroid) and a typed prefix of 2-4 characters of its name."""
-        logits = 2.0 * vecs @ self.catalog.centroids.T
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
+        p = intent_probs(self.catalog, vecs)
         u = rng.random((len(vecs), 1))
         intent = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
         lengths = rng.integers(2, 5, len(vecs))
