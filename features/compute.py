@@ -190,11 +190,16 @@ def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.nda
     snap_price = np.where(known, snap.item["price"][ir], np.nan)
     f["price_change"] = np.where(known & (snap_price > 0), logp - np.log(np.where(snap_price > 0, snap_price, 1)), 0)
     urow, anonymous = _user_rows(snap, inp.user_ids)
-    uk = urow >= 0
     ur = np.maximum(urow, 0)
+    seen = urow >= 0                           # the user has impressions or positive events before the snapshot
+    uk = seen & (snap.user_n[ur] > 0)          # ... positive events: the affinity features exist
     f["user_n_events"] = np.where(uk, snap.user_n[ur], 0.0)
     f["user_cat_affinity"] = np.where(uk & (cat >= 0), snap.user_cat[ur, np.maximum(cat, 0)], 0.0)
     f["user_subcat_affinity"] = np.where(uk & (sub >= 0), snap.user_subcat[ur, np.maximum(sub, 0)], 0.0)
+    f["user_cat_exposure"] = np.where(seen & (cat >= 0), snap.user_cat_expo[ur, np.maximum(cat, 0)], 0.0)
+    f["user_subcat_exposure"] = np.where(seen & (sub >= 0), snap.user_subcat_expo[ur, np.maximum(sub, 0)], 0.0)
+    shown, clicked = snap.user_item_counts(urow, irow)
+    f["user_item_shown"], f["user_item_clicked"] = np.log1p(shown), np.log1p(clicked)
     f["user_brand_affinity"] = np.where(uk & (brand >= 0), snap.user_brand[ur, np.maximum(brand, 0)], 0.0)
     f["user_price_gap"] = np.where(uk, rel - snap.user_price[ur], 0.0)
     (f["session_n_items"], f["session_cat_share"], f["session_subcat_share"],

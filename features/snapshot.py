@@ -52,6 +52,23 @@ class Snapshot:
     user_subcat: np.ndarray              # (U, n_sub)
     user_brand: np.ndarray               # (U, n_brand)
     user_price: np.ndarray               # (U,) mean relative log price of the user's items
+    user_cat_expo: np.ndarray            # (U, n_cat) smoothed shares of the user's past impressions
+    user_subcat_expo: np.ndarray         # (U, n_sub)
+    user_item_key: np.ndarray            # (P,) sorted user row * n_items + item row of every (user, item) shown
+    user_item_shown: np.ndarray          # (P,) times the item was shown to the user
+    user_item_clicked: np.ndarray        # (P,) times the user clicked it there
+
+    def user_item_counts(self, user_rows: np.ndarray, item_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(times shown, times clicked) of each (user row, item row) pair; 0 for unknown rows or pairs."""
+        n = len(user_rows)
+        if not len(self.user_item_key):
+            return np.zeros(n), np.zeros(n)
+        key = user_rows.astype(np.int64) * len(self.item_index) + item_rows
+        j = np.minimum(np.searchsorted(self.user_item_key, key), len(self.user_item_key) - 1)
+        hit = (user_rows >= 0) & (item_rows >= 0) & (self.user_item_key[j] == key)
+        shown = np.where(hit, self.user_item_shown[j], 0.0)
+        clicked = np.where(hit, self.user_item_clicked[j], 0.0)
+        return shown, clicked
 
     def item_rows(self, item_ids) -> np.ndarray:
         g = self.item_index.get
@@ -76,6 +93,10 @@ class Snapshot:
         np.save(path / "user_cat.npy", self.user_cat)
         np.save(path / "user_subcat.npy", self.user_subcat)
         np.save(path / "user_brand.npy", self.user_brand)
+        np.save(path / "user_cat_expo.npy", self.user_cat_expo)
+        np.save(path / "user_subcat_expo.npy", self.user_subcat_expo)
+        pl.DataFrame({"key": self.user_item_key, "shown": self.user_item_shown,
+                      "clicked": self.user_item_clicked}).write_parquet(path / "user_item.parquet")
 
     @classmethod
     def load(cls, path: Path) -> "Snapshot":
@@ -89,7 +110,14 @@ class Snapshot:
             np.array(meta["subcat_log_price"]),
             {k: i for i, k in enumerate(users["user_id"].to_list())}, users["n"].to_numpy(),
             np.load(path / "user_cat.npy", allow_pickle=False), np.load(path / "user_subcat.npy", allow_pickle=False),
-            np.load(path / "user_brand.npy", allow_pickle=False), users["price"].to_numpy())
+            np.load(path / "user_brand.npy", allow_pickle=False), users["price"].to_numpy(),
+            np.load(path / "user_cat_expo.npy", allow_pickle=False),
+            np.load(path / "user_subcat_expo.npy", allow_pickle=False), *_user_item_columns(path))
+
+
+def _user_item_columns(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = pl.read_parquet(path / "user_item.parquet")
+    return t["key"].to_numpy(), t["shown"].to_numpy(), t["clicked"].to_numpy()
 
 
 def prices_asof(catalog: pl.DataFrame, events: pl.DataFrame | None, as_of: datetime) -> pl.DataFrame:
@@ -156,29 +184,48 @@ def build_snapshot(catalog: pl.DataFrame, interactions: pl.DataFrame, impression
     logp = np.log(catalog["price"].to_numpy())
     subcat_log_price = np.array([np.median(logp[sub_codes == s]) if np.any(sub_codes == s) else 0.0
                                  for s in range(len(vocab.subcategory))])
-    return _with_users(catalog, inter, vocab, as_of, index, item, subcat_log_price)
+    shown = None
+    if impressions is not None:
+        shown = impressions.filter((pl.col("ts") < as_of) & pl.col("user_id").is_not_null()).select(
+            "user_id", "item_id", "clicked")
+    return _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_price)
 
 
-def _with_users(catalog, inter, vocab, as_of, index, item, subcat_log_price) -> Snapshot:
-    pos = inter.filter(pl.col("user_id").is_not_null()).select("user_id", "item_id")
+def _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_price) -> Snapshot:
+    """User statistics: shares of positive events (affinity) and of past impressions (exposure: what the ranker that
+    logged the data believed about the user), indexed over users with either."""
     attrs = catalog.select("item_id", "category", "subcategory", "brand", "price")
-    pos = pos.join(attrs, on="item_id", how="inner")
-    users = sorted(pos["user_id"].unique().to_list())
+    pos = inter.filter(pl.col("user_id").is_not_null()).select("user_id", "item_id").join(attrs, on="item_id",
+                                                                                          how="inner")
+    if shown is None:
+        shown = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "clicked": pl.Boolean})
+    shown = shown.join(attrs, on="item_id", how="inner")
+    users = sorted(set(pos["user_id"].unique().to_list()) | set(shown["user_id"].unique().to_list()))
     uidx = {u: i for i, u in enumerate(users)}
     U = len(users)
-    urow = np.fromiter((uidx[u] for u in pos["user_id"].to_list()), dtype=np.int64, count=pos.height)
 
-    def shares(field: str) -> np.ndarray:
-        codes = vocab.encode(field, pos[field].to_list())
+    def shares(frame: pl.DataFrame, field: str) -> np.ndarray:
+        rows = np.fromiter((uidx[u] for u in frame["user_id"].to_list()), dtype=np.int64, count=frame.height)
+        codes = vocab.encode(field, frame[field].to_list())
         n = len(getattr(vocab, field))
         m = np.zeros((U, n), dtype=np.float32)
         ok = codes >= 0
-        np.add.at(m, (urow[ok], codes[ok]), 1.0)
+        np.add.at(m, (rows[ok], codes[ok]), 1.0)
         return (m + SMOOTH / n) / (m.sum(axis=1, keepdims=True) + SMOOTH)
+
+    urow = np.fromiter((uidx[u] for u in pos["user_id"].to_list()), dtype=np.int64, count=pos.height)
 
     n = np.bincount(urow, minlength=U).astype(np.float64)
     sub = vocab.encode("subcategory", pos["subcategory"].to_list())
     rel = np.log(pos["price"].to_numpy()) - subcat_log_price[np.maximum(sub, 0)]
     price = np.bincount(urow, weights=rel, minlength=U) / np.maximum(n, 1)
-    return Snapshot(as_of, vocab, index, item, subcat_log_price, uidx, np.log1p(n), shares("category"),
-                    shares("subcategory"), shares("brand"), price)
+    pairs = shown.group_by("user_id", "item_id").agg(pl.len().alias("n"), pl.col("clicked").cast(pl.Int64).sum())
+    key = (np.fromiter((uidx[u] for u in pairs["user_id"].to_list()), dtype=np.int64, count=pairs.height)
+           * len(index) + np.fromiter((index[i] for i in pairs["item_id"].to_list()), dtype=np.int64,
+                                      count=pairs.height))
+    order = np.argsort(key, kind="stable")
+    return Snapshot(as_of, vocab, index, item, subcat_log_price, uidx, np.log1p(n), shares(pos, "category"),
+                    shares(pos, "subcategory"), shares(pos, "brand"), price, shares(shown, "category"),
+                    shares(shown, "subcategory"), key[order],
+                    pairs["n"].to_numpy().astype(np.float32)[order],
+                    pairs["clicked"].to_numpy().astype(np.float32)[order])
