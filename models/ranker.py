@@ -29,6 +29,10 @@ class RankerConfig:
     seed: int = 0
     objective: str = "lambdarank"          # or "binary": pointwise click probability
     label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)   # gain of grade none, click, add-to-cart, purchase
+    # boost from a prior model's score: the trees learn a correction to `base_weight` x this feature's value
+    # (LightGBM init_score), the same at training and scoring time. None: boost from zero.
+    base_feature: str | None = None
+    base_weight: float = 1.0
 
     def __post_init__(self) -> None:
         import os
@@ -40,8 +44,17 @@ class RankerConfig:
             raise ValueError("bad ranker settings")
         if self.objective not in ("lambdarank", "binary"):
             raise ValueError(f"objective must be lambdarank or binary, got {self.objective!r}")
+        if self.base_feature is not None and self.base_feature not in FEATURE_NAMES:
+            raise ValueError(f"base_feature {self.base_feature!r} is not a model feature")
         if len(self.label_gain) != 4 or any(g < 0 for g in self.label_gain):
             raise ValueError("label_gain needs 4 non-negative gains (none, click, add-to-cart, purchase)")
+
+
+def base_scores(X: np.ndarray, feature: str | None, weight: float) -> np.ndarray | None:
+    """The prior model's scores the trees start from (None: from zero)."""
+    if feature is None:
+        return None
+    return weight * X[:, FEATURE_NAMES.index(feature)].astype(np.float64)
 
 
 @dataclass
@@ -49,9 +62,13 @@ class Ranker:
     booster: lgb.Booster
     best_iteration: int
     valid_ndcg: float | None
+    base_feature: str | None = None
+    base_weight: float = 1.0
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(X, num_iteration=self.best_iteration or None, num_threads=1)
+        out = self.booster.predict(X, num_iteration=self.best_iteration or None, num_threads=1)
+        base = base_scores(X, self.base_feature, self.base_weight)
+        return out if base is None else out + base
 
     def importance(self) -> dict[str, float]:
         gain = self.booster.feature_importance("gain", iteration=self.best_iteration or None)
@@ -62,7 +79,8 @@ class Ranker:
         self.booster.save_model(str(path / "model.txt"), num_iteration=self.best_iteration or None)
         (path / "meta.json").write_text(json.dumps({
             "features": list(FEATURE_NAMES), "best_iteration": self.best_iteration,
-            "valid_ndcg": self.valid_ndcg, "importance_gain": self.importance()}, indent=2))
+            "valid_ndcg": self.valid_ndcg, "importance_gain": self.importance(),
+            "base_feature": self.base_feature, "base_weight": self.base_weight}, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> "Ranker":
@@ -70,7 +88,7 @@ class Ranker:
         if meta["features"] != list(FEATURE_NAMES):
             raise ValueError(f"{path}: ranker was trained on other features than this toolkit defines")
         booster = lgb.Booster(model_file=str(path / "model.txt"))
-        return cls(booster, 0, meta.get("valid_ndcg"))
+        return cls(booster, 0, meta.get("valid_ndcg"), meta.get("base_feature"), float(meta.get("base_weight", 1.0)))
 
 
 def _groups(request_of_row: np.ndarray) -> np.ndarray:
@@ -91,8 +109,10 @@ def train_ranker(X: np.ndarray, y: np.ndarray, req: np.ndarray, w: np.ndarray | 
     }
     if cfg.objective == "binary":   # pointwise: P(click); graded labels become click / no click
         y, y_val = (y > 0).astype(np.int32), (y_val > 0).astype(np.int32)
-    train = lgb.Dataset(X, y, weight=w, group=_groups(req), feature_name=list(FEATURE_NAMES))
-    valid = lgb.Dataset(X_val, y_val, group=_groups(req_val), reference=train)
+    train = lgb.Dataset(X, y, weight=w, group=_groups(req), feature_name=list(FEATURE_NAMES),
+                        init_score=base_scores(X, cfg.base_feature, cfg.base_weight))
+    valid = lgb.Dataset(X_val, y_val, group=_groups(req_val), reference=train,
+                        init_score=base_scores(X_val, cfg.base_feature, cfg.base_weight))
     callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)] if cfg.early_stopping_rounds else []
     evals: dict = {}
     callbacks.append(lgb.record_evaluation(evals))
@@ -100,4 +120,4 @@ def train_ranker(X: np.ndarray, y: np.ndarray, req: np.ndarray, w: np.ndarray | 
     best = (booster.best_iteration if cfg.early_stopping_rounds else 0) or booster.current_iteration()
     curve = evals.get("valid_0", {}).get(f"ndcg@{cfg.eval_at}", [])
     score = curve[best - 1] if 0 < best <= len(curve) else None
-    return Ranker(booster, best, float(score) if score is not None else None)
+    return Ranker(booster, best, float(score) if score is not None else None, cfg.base_feature, cfg.base_weight)

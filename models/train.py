@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
@@ -47,7 +47,8 @@ class TrainConfig:
     retrievers: tuple[str, ...] = KINDS
     refit_retrievers: bool = True
     seed: int = 0
-    ranker: RankerConfig = field(default_factory=RankerConfig)
+    # the trees boost from the click model's attraction logit (docs/PIPELINE.md); without a click model, from zero
+    ranker: RankerConfig = field(default_factory=lambda: RankerConfig(base_feature="cm_score"))
     blend: BlendConfig = field(default_factory=BlendConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     embedding_epochs: int = 25
@@ -174,6 +175,7 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     else:
         groups = {"personal": requests}
     rankers, ranker_meta, n_rows = {}, {}, 0
+    ranker_cfg = cfg.ranker if "clickmodel" in early else replace(cfg.ranker, base_feature=None)
     for name, reqs in groups.items():
         t0 = time.perf_counter()
         X, y, w, req, rows = build_rows(ranker_labels, reqs, early_pipe, tables.catalog, tables.events, snaps,
@@ -185,7 +187,7 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
         t0 = time.perf_counter()
         tr, va = split_by_time({r: q.ts for r, q in reqs.items()})
         is_tr = rows["request_id"].is_in(list(tr)).to_numpy()
-        rk = train_ranker(X[is_tr], y[is_tr], req[is_tr], w[is_tr], X[~is_tr], y[~is_tr], req[~is_tr], cfg.ranker)
+        rk = train_ranker(X[is_tr], y[is_tr], req[is_tr], w[is_tr], X[~is_tr], y[~is_tr], req[~is_tr], ranker_cfg)
         times[f"ranker_{name}"] = time.perf_counter() - t0
         log(f"ranker ({name}): best iteration {rk.best_iteration}, valid NDCG@10 {rk.valid_ndcg}")
         rankers[name] = rk
@@ -211,7 +213,7 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
         "dataset": str(Path(dataset).resolve()), "dataset_fingerprint": dataset_fingerprint(Path(dataset)),
         "blend": cfg.blend.to_json(), "rerank": asdict(cfg.rerank), "ranker": {
             "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": n_rows,
-            "requests": len(requests), "config": asdict(cfg.ranker), "negatives_per_request": cfg.ranker_negatives,
+            "requests": len(requests), "config": asdict(ranker_cfg), "negatives_per_request": cfg.ranker_negatives,
             "models": ranker_meta},
         "offline_metrics": {}, "stage_seconds": {k: round(v, 2) for k, v in times.items()},
     }

@@ -175,3 +175,25 @@ def test_candidate_negatives_are_unshown_grade_zero_rows():
     assert added.height == 2 and set(added["item_id"]) <= {"p", "q", "r"} and (added["grade"] == 0).all()
     assert added["position"].is_between(0, 2).all() and (out["weight"] == 1.0).all()
     assert out.filter(pl.col("grade") > 0).height == 2                  # logged labels untouched
+
+
+def test_ranker_boosts_from_a_base_feature_and_keeps_it_through_save_and_load(tmp_path):
+    """With `base_feature`, scores are the trees' output plus the feature (LightGBM init_score), after a reload too."""
+    from recs.features.spec import FEATURE_NAMES
+    from recs.models.ranker import Ranker, RankerConfig, train_ranker
+
+    rng = np.random.default_rng(0)
+    n_req, per = 200, 8
+    X = rng.normal(size=(n_req * per, len(FEATURE_NAMES))).astype(np.float32)
+    j = FEATURE_NAMES.index("cm_score")
+    y = (X[:, j] + 0.3 * rng.normal(size=len(X)) > 1.0).astype(np.int32)
+    req = np.repeat(np.arange(n_req), per)
+    cfg = RankerConfig(n_estimators=5, num_threads=1, base_feature="cm_score", base_weight=2.0)
+    rk = train_ranker(X[:1200], y[:1200], req[:1200], None, X[1200:], y[1200:], req[1200:], cfg)
+    trees = rk.booster.predict(X, num_iteration=rk.best_iteration)
+    assert np.allclose(rk.predict(X), trees + 2.0 * X[:, j])
+    rk.save(tmp_path / "rk")
+    back = Ranker.load(tmp_path / "rk")
+    assert back.base_feature == "cm_score" and np.allclose(back.predict(X), rk.predict(X))
+    with pytest.raises(ValueError, match="base_feature"):
+        RankerConfig(base_feature="no_such_feature")
