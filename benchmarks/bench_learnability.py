@@ -1,0 +1,39 @@
+"""How much of a registered user's taste the training logs reveal, with every item's true parameters given.
+
+Uses the demo's dataset when present (`demo_out/dataset`, from `make demo`), else simulates the demo-scale
+marketplace (`RECS_LEARNABILITY_DATASET` points elsewhere). See `recs.scenarios.learnability`.
+
+    .venv/bin/python -m benchmarks.run learnability
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from recs.scenarios.learnability import user_learnability
+
+
+def main() -> None:
+    ds = Path(os.environ.get("RECS_LEARNABILITY_DATASET", "demo_out/dataset"))
+    tmp = None
+    if not (ds / "truth").is_dir():
+        from recs.sim import SimConfig, generate_dataset
+
+        tmp = tempfile.TemporaryDirectory()
+        ds = Path(tmp.name) / "ds"
+        print("simulating the demo-scale marketplace ...", flush=True)
+        generate_dataset(SimConfig.for_scale("small"), ds)
+    out = user_learnability(ds)
+    print(f"logged-in home requests: {out['n_requests']}; training impressions of registered users: "
+          f"{out['n_impressions']:,} ({ds})")
+    base = out["ctr"]["logging"]
+    print(f"{'ranking by':<22} {'true CTR':>9} {'x logging':>10} {'% oracle':>9}")
+    for name, v in out["ctr"].items():
+        print(f"{name:<22} {v:>9.3f} {v / base:>10.2f} {100 * v / out['ctr']['oracle']:>8.0f}%")
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

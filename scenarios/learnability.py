@@ -1,0 +1,109 @@
+"""How much of a registered user's taste the logs reveal, even to a learner that knows every item's true parameters.
+
+A diagnostic on the simulator (it cheats on purpose: never a product). On the training days of a dataset, each
+registered user's taste vector is fitted by full-batch L-BFGS under the simulator's own choice model with the TRUE
+item vectors and qualities (only the user vectors, a global offset, a quality weight and the examination curve are
+learnt). Logged-in home requests are then ranked over all eligible items by
+
+- `learnt_from_clicks`: the fitted vectors;
+- `shown_centroid`: the mean true vector of the items the logging policy showed the user (what it believed);
+- `clicks_plus_shown`: the sum of the two;
+- `logger_belief`: the logging policy's own noisy vector for the user (information the logs never hold);
+- `true_taste`: the user's true vector (the informed ceiling without the price term);
+
+and each ranking's true CTR is computed from the simulator. If even these stay below a target, no pipeline learnt
+from the same logs can reach it by better item modelling alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class LearnabilityConfig:
+    n_requests: int = 2_000     # fresh requests drawn; the logged-in home ones are ranked
+    seed: int = 29
+    l2: float = 1.0             # Gaussian prior on the user vectors (per parameter)
+    max_iter: int = 300
+    holdout_days: int = 1       # training days end where `recs train all` ends them
+
+
+def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
+    """User vectors (n_users, dim) fitted on logged impressions with the true item parameters held fixed."""
+    import torch
+
+    c = world.catalog
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    it = torch.tensor([iidx[i] for i in imp["item_id"].to_list()])
+    us = torch.tensor([uidx[u] for u in imp["user_id"].to_list()])
+    pos = torch.tensor(imp["position"].to_numpy().clip(0, 19).astype(np.int64))
+    surf = torch.tensor((imp["surface"] == "search").to_numpy().astype(np.int64))
+    y = torch.tensor(imp["clicked"].to_numpy().astype(np.float32))
+    V, Q = torch.tensor(c.vec, dtype=torch.float32), torch.tensor(c.quality, dtype=torch.float32)
+    P = {"U": torch.zeros(len(world.user_ids), V.shape[1]), "g": torch.full((1,), -1.0), "a": torch.ones(1),
+         "theta": torch.zeros(2, 20)}
+    for t in P.values():
+        t.requires_grad_(True)
+    opt = torch.optim.LBFGS(list(P.values()), lr=1, max_iter=cfg.max_iter, history_size=20,
+                            line_search_fn="strong_wolfe")
+    n = len(y)
+
+    def closure():
+        opt.zero_grad()
+        z = P["g"] + P["a"] * Q[it] + (P["U"][us] * V[it]).sum(1)
+        logp = torch.nn.functional.logsigmoid(P["theta"][surf, pos]) + torch.nn.functional.logsigmoid(z)
+        log1m = torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))
+        loss = -(y * logp + (1 - y) * log1m).sum() / n + cfg.l2 * (P["U"] ** 2).sum() / n
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return P["U"].detach().numpy().astype(np.float64)
+
+
+def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig()) -> dict:
+    """True CTR of logged-in home requests ranked by each taste estimate (see the module docstring)."""
+    from datetime import timedelta
+
+    from recs.datasets.io import read_table
+    from recs.models.training_rows import day_start
+    from recs.sim import World
+
+    world = World.load(dataset)
+    imp = read_table(Path(dataset), "impressions")
+    train_end = day_start(imp["ts"].max()) + timedelta(days=1 - cfg.holdout_days)
+    imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
+    U = _fit_users(world, imp, cfg)
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    users = np.array([uidx[u] for u in imp["user_id"].to_list()])
+    items = np.array([iidx[i] for i in imp["item_id"].to_list()])
+    c = world.catalog
+    shown = np.zeros_like(U)
+    np.add.at(shown, users, c.vec[items])
+    shown /= np.maximum(np.bincount(users, minlength=len(U)), 1)[:, None]
+    estimates = {"learnt_from_clicks": U, "shown_centroid": shown, "clicks_plus_shown": U + shown,
+                 "logger_belief": world.users.logger_vec, "true_taste": world.users.vec}
+    reqs = [r for r in world.sample_requests(cfg.n_requests, cfg.seed)
+            if r.user_id is not None and r.surface == "home"]
+    out: dict = {"n_requests": len(reqs), "n_impressions": imp.height, "ctr": {}}
+    for name, est in estimates.items():
+        clicks = shown_n = 0.0
+        for r in reqs:
+            rows = np.flatnonzero(world.eligible(r.ts))
+            z = c.quality[rows] + c.vec[rows] @ est[uidx[r.user_id]]
+            top = rows[np.argsort(-z, kind="stable")[:world.k_for(r)]]
+            p_click, _, _ = world.click_probs(world.contexts[r.request_id], top)
+            clicks += float(p_click.sum())
+            shown_n += len(top)
+        out["ctr"][name] = clicks / max(shown_n, 1)
+    from recs.sim import run_policy
+
+    out["ctr"]["logging"] = run_policy(world.logging_policy(), len(reqs), 0, world, requests=reqs).ctr
+    out["ctr"]["oracle"] = run_policy(world.oracle_policy(), len(reqs), 0, world, requests=reqs).ctr
+    return out
