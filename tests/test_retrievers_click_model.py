@@ -115,3 +115,34 @@ def test_config_rejects_bad_values():
         ClickModelConfig(validation_share=0.7)
     with pytest.raises(ValueError):
         ClickModelConfig(max_iter=0)
+
+
+def test_fit_is_reproducible(fitted):
+    """Same data, same config: bit-identical parameters (the default fits on one thread)."""
+    sim, cm = fitted
+    imp = read_table(sim.path, "impressions").filter(pl.col("ts") < sim.as_of)
+    data = TrainingData(sim.interactions.filter(pl.col("ts") < sim.as_of),
+                        sim.catalog.filter(pl.col("created_at") < sim.as_of), sim.as_of, imp)
+    again = ClickModelRetriever(ClickModelConfig(max_iter=30)).fit(data)
+    assert np.array_equal(again.p.user_vec, cm.p.user_vec) and np.array_equal(again.p.item_vec, cm.p.item_vec)
+
+
+def test_population_scores_track_what_an_unknown_visitor_is_expected_to_do(fitted):
+    """Against the truth: the population appeal ranks items like the informed policy's expected attraction for an
+    anonymous visitor (the simulator's population average), at least as well as the score at the mean visitor."""
+    from scipy.stats import spearmanr
+
+    from recs.sim import World
+
+    sim, cm = fitted
+    world = World.load(sim.path)
+    state = sim.state()
+    req = next(r for r in world.sample_requests(50, 3, ts=sim.as_of) if r.user_id is None and r.surface == "home")
+    rows, truth = world.informed_policy().scores(req)
+    srow = state.indices(list(world.item_ids[rows]))
+    pop, at_mean = cm.population_scores(req, state, srow), cm.score_rows(req, (), state, srow)
+    ok = np.isfinite(pop) & np.isfinite(at_mean)
+    assert ok.mean() > 0.9
+    top_pop, top_mean = (truth[ok][np.argsort(-s[ok])[:50]].mean() for s in (pop, at_mean))
+    assert spearmanr(pop[ok], truth[ok])[0] > 0.3 and top_pop > top_mean, (top_pop, top_mean)
+    assert np.isnan(cm.population_scores(req, state, np.array([-1, int(srow[0])])))[0]

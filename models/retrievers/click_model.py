@@ -36,6 +36,7 @@ from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
 from recs.models.retrievers._common import StateRows, top_indices
 
 LBFGS_ROUND = 10     # L-BFGS iterations between two validation checks
+POPULATION = 256     # learnt users sampled for the population appeal of an item
 RECENT = 10          # session clicks the visitor vector looks at
 MAX_POSITION = 20    # examination parameters per surface for positions 0..MAX_POSITION-1 (later ones share the last)
 
@@ -50,7 +51,7 @@ class ClickModelConfig:
     l2: float = 3.0              # Gaussian prior on vectors and biases (per parameter, not per observation)
     validation_share: float = 0.1  # latest share of impressions held out for early stopping (0: none)
     seed: int = 0
-    threads: int = 2
+    threads: int = 1             # 1: bit-reproducible fits (with 2, sparse gradients are summed in a varying order)
 
     def __post_init__(self) -> None:
         for name in ("dim", "max_iter", "threads"):
@@ -258,6 +259,9 @@ class ClickModelRetriever(Retriever):
         self._state_key, self._state_cache = (-1, -1), None
         self._price_key: tuple | None = None          # (state, size, version) of the cached relative log prices
         self._rel_price = np.zeros(0)
+        n_users = len(self.p.user_ids)
+        pick = np.sort(np.random.default_rng(0).choice(n_users, min(POPULATION, n_users), replace=False))
+        self._pop_vec, self._pop_beta = self.p.user_vec[pick], self.p.user_beta[pick]
 
     # ---- scoring -----------------------------------------------------------------------------------------
     def _state_arrays(self, state: OnlineState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -346,6 +350,30 @@ class ClickModelRetriever(Retriever):
         if match is not None:
             z = z + p.scalars["w_match"] * match[sub[r]]
         out[ok] = np.where(np.isfinite(z), z, np.nan)   # a subcategory it never saw: unknown, not -inf
+        return out
+
+    def population_scores(self, request: Request, state: OnlineState, rows: np.ndarray) -> np.ndarray:
+        """Logit of the mean attraction of the items at state `rows` over a fixed sample of the learnt users (NaN
+        for rows < 0 or an unknown subcategory): what a visitor the system knows nothing about is expected to do,
+        E_u[sigma(z)], which is not sigma(z) at the mean visitor."""
+        p = self.p
+        assert p is not None
+        out = np.full(len(rows), np.nan, dtype=np.float64)
+        ok = rows >= 0
+        r = rows[ok]
+        if not len(r) or not len(self._pop_vec):
+            return out
+        vec, bias, ref, sub = self._state_arrays(state)
+        rel = self._state_rel_price(state, ref)
+        z = (p.scalars["g"] + bias[r][None, :] + self._pop_vec @ vec[r].T
+             - (p.scalars["beta0"] + self._pop_beta)[:, None] * rel[r][None, :])
+        match = self._subcat_match(request)
+        if match is not None:
+            z = z + p.scalars["w_match"] * match[sub[r]][None, :]
+        with np.errstate(divide="ignore", over="ignore"):
+            m = (1.0 / (1.0 + np.exp(-z))).mean(axis=0)
+            logit = np.log(m) - np.log1p(-m)
+        out[ok] = np.where(np.isfinite(logit), logit, np.nan)
         return out
 
     def retrieve(self, query: RetrievalQuery, k: int) -> Candidates:
