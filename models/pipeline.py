@@ -103,7 +103,8 @@ class Pipeline:
 
     def model_scores(self, request: Request, item_ids: np.ndarray, rows: np.ndarray | None = None
                      ) -> dict[str, np.ndarray]:
-        """Scores of the learnt models for any items (retrieved or not): emb_score, emb_subcat_score, cm_score.
+        """Scores of the learnt models for any items (retrieved or not): emb_score, emb_subcat_score, cm_score,
+        cm_pop_score.
 
         `rows`: the items' state rows when the caller has them."""
         if rows is None and len(item_ids) and ("clickmodel" in self.retrievers or "embedding" in self.retrievers):
@@ -112,8 +113,10 @@ class Pipeline:
         cm = self.retrievers.get("clickmodel")
         if cm is not None and len(item_ids):
             out["cm_score"] = cm.score_rows(request, self.history(request.user_id), self.state, rows)
+            out["cm_pop_score"] = cm.population_scores(request, self.state, rows)
         else:
             out["cm_score"] = np.full(len(item_ids), np.nan)
+            out["cm_pop_score"] = np.full(len(item_ids), np.nan)
         return out
 
     def prefix_matches(self, ids: np.ndarray, prefix: str, rows: np.ndarray | None = None) -> np.ndarray:

@@ -168,10 +168,12 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     snaps = day_snapshots(tables.catalog, tables.interactions, tables.impressions, tables.events, days)
     # two rankers: one for visitors with a signal (history or session clicks), trained on their logged slates plus
     # unshown candidates as negatives; one for context-free visitors, trained on every request's logged slate only
-    # (within-slate contrasts, position-debiased): measured better for them than either alternative (docs/PIPELINE.md)
+    # (within-slate contrasts, position-debiased): measured better for them than either alternative (docs/PIPELINE.md).
+    # The context-free ranker sees every request as it will see its own at serving time: visitor unknown, no session
+    # (else it learns splits on user features that its serving rows never have)
     groups = {"personal": {r: q for r, q in requests.items() if not early_pipe.is_context_free(q)}}
     if cfg.cold_ranker and len(requests) - len(groups["personal"]) >= MIN_COLD_REQUESTS:
-        groups["cold"] = requests
+        groups["cold"] = {r: replace(q, user_id=None, recent_items=()) for r, q in requests.items()}
     else:
         groups = {"personal": requests}
     rankers, ranker_meta, n_rows = {}, {}, 0

@@ -11,7 +11,7 @@ from recs.features.compute import ItemAttrs, compute_features
 from recs.features.offline import offline_inputs
 from recs.features.snapshot import Snapshot, Vocab, build_snapshot
 
-MODEL_SCORES = ("emb_score", "emb_subcat_score", "cm_score")
+MODEL_SCORES = ("emb_score", "emb_subcat_score", "cm_score", "cm_pop_score")
 
 
 def day_start(ts: datetime) -> datetime:
