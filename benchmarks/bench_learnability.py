@@ -27,6 +27,9 @@ def main() -> None:
     out = user_learnability(ds)
     print(f"logged-in home requests: {out['n_requests']}; training impressions of registered users: "
           f"{out['n_impressions']:,} ({ds})")
+    u = out["per_user"]
+    print(f"{out['n_users']:,} users with impressions; per user: mean {u['mean_impressions']:.0f} impressions and "
+          f"{u['mean_clicks']:.0f} clicks, median {u['median_impressions']:.0f} and {u['median_clicks']:.0f}")
     base = out["ctr"]["logging"]
     print(f"{'ranking by':<22} {'true CTR':>9} {'x logging':>10} {'% oracle':>9}")
     for name, v in out["ctr"].items():

@@ -91,7 +91,10 @@ def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = Learnabilit
                  "logger_belief": world.users.logger_vec, "true_taste": world.users.vec}
     reqs = [r for r in world.sample_requests(cfg.n_requests, cfg.seed)
             if r.user_id is not None and r.surface == "home"]
-    out: dict = {"n_requests": len(reqs), "n_impressions": imp.height, "ctr": {}}
+    per_user = imp.group_by("user_id").agg(pl.len().alias("impressions"), pl.col("clicked").sum().alias("clicks"))
+    out: dict = {"n_requests": len(reqs), "n_impressions": imp.height, "n_users": per_user.height,
+                 "per_user": {f"{stat}_{col}": float(getattr(per_user[col], stat)())
+                              for stat in ("mean", "median") for col in ("impressions", "clicks")}, "ctr": {}}
     for name, est in estimates.items():
         clicks = shown_n = 0.0
         for r in reqs:
