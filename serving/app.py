@@ -200,6 +200,10 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
               lambda: {(k,): len(c) for k, c in runtime.current.caches.items()}),
         Gauge("recs_state_version", "Online state version", (), lambda: {(): runtime.current.state.version}),
         Gauge("recs_bundle_info", "The bundle serving", ("version",), lambda: {(runtime.current.version,): 1}),
+        Gauge("recs_inventory_log_dropped", "Inventory updates dropped from the replay log: a reload will not "
+              "re-apply them (ServeConfig.inventory_log)", (), lambda: {(): runtime.inventory_dropped}),
+        Gauge("recs_journal_corrupt_lines", "Journal lines skipped because they did not parse", (),
+              lambda: {(): runtime.journal.corrupt if runtime.journal is not None else 0}),
     ]
 
     @app.exception_handler(RequestValidationError)

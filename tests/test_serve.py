@@ -340,3 +340,15 @@ def test_cli_serve_refuses_bad_bundle(built, tmp_path):
     assert res.exit_code == 2
     res = CliRunner().invoke(app, ["serve", "--bundle", str(built["bundle"]), "--public-key", str(built["priv"])])
     assert res.exit_code == 2 and "private key" in res.output
+
+
+def test_metrics_count_inventory_updates_a_reload_would_lose(built):
+    """The replay log is bounded; updates it drops are counted in /metrics (a reload would not re-apply them)."""
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0, inventory_log=2)
+    with _client(built, cfg) as c:
+        items = list(c.app.state.runtime.current.state.item_ids[:3])
+        for item in items:
+            assert c.post("/v1/inventory", json={"kind": "price", "item_id": item, "value": 5.0}).status_code == 200
+        text = c.get("/metrics").text
+    assert "recs_inventory_log_dropped 1" in text.splitlines()
+    assert "recs_journal_corrupt_lines 0" in text.splitlines()
