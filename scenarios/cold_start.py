@@ -284,6 +284,10 @@ def _cfg_json(cfg: ColdStartConfig) -> dict:
     d["model"]["retrievers"] = list(cfg.model.retrievers)
     d["dataset"] = str(cfg.dataset) if cfg.dataset else None
     d["model_dir"] = str(cfg.model_dir) if cfg.model_dir else None
+    if cfg.dataset:      # the dataset's own world was used: the simulator settings here were not
+        d.pop("sim")
+    if cfg.model_dir:    # a trained model was loaded: the training settings here were not used
+        d.pop("model")
     return d
 
 

@@ -209,4 +209,6 @@ def _cfg_json(cfg: DriftScenarioConfig) -> dict:
     d["features"] = list(cfg.features)
     d["dataset"] = str(cfg.dataset) if cfg.dataset else None
     d["model_dir"] = str(cfg.model_dir) if cfg.model_dir else None
+    if cfg.model_dir:    # a trained model was loaded: the training settings here were not used
+        d.pop("model")
     return d

@@ -23,6 +23,7 @@ def result():
 
 def test_segments_and_sources(result):
     assert result["kind"] == "simulate_cold_start" and result["new_items"] > 0
+    assert "sim" not in result["config"] and "model" not in result["config"] and result["config"]["model_dir"]
     off = {(r["source"], r["segment"]) for r in result["offline"]}
     for src in ("pipeline:no_mitigation", "pipeline:mitigated", "retriever:popularity", "retriever:covisit",
                 "retriever:content", "retriever:suggest"):
