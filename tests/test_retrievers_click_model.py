@@ -146,3 +146,15 @@ def test_population_scores_track_what_an_unknown_visitor_is_expected_to_do(fitte
     top_pop, top_mean = (truth[ok][np.argsort(-s[ok])[:50]].mean() for s in (pop, at_mean))
     assert spearmanr(pop[ok], truth[ok])[0] > 0.3 and top_pop > top_mean, (top_pop, top_mean)
     assert np.isnan(cm.population_scores(req, state, np.array([-1, int(srow[0])])))[0]
+
+
+def test_a_model_saved_by_another_version_is_refused_clearly(fitted, tmp_path):
+    import json
+
+    _, cm = fitted
+    cm.save(tmp_path / "cm")
+    meta = json.loads((tmp_path / "cm" / "meta.json").read_text())
+    meta["config"]["epochs"] = 12                      # a setting of the earlier Adam fit
+    (tmp_path / "cm" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another version.*epochs"):
+        ClickModelRetriever.load(tmp_path / "cm")

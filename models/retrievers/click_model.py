@@ -415,6 +415,10 @@ class ClickModelRetriever(Retriever):
         missing = need - set(arr)
         if missing:
             raise FileNotFoundError(f"{path}: missing {', '.join(sorted(m + '.npy' for m in missing))}")
+        known = set(ClickModelConfig.__dataclass_fields__)
+        if set(meta["config"]) - known:
+            raise ValueError(f"{meta_file}: saved by another version of the click model (settings "
+                             f"{sorted(set(meta['config']) - known)} are unknown here); retrain it")
         out = cls(ClickModelConfig(**meta["config"]))
         out.p = ClickModelParams(**{k: arr[k] for k in need}, scalars=meta["scalars"])
         out._index()
