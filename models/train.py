@@ -169,11 +169,11 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     # two rankers: one for visitors with a signal (history or session clicks), trained on their logged slates plus
     # unshown candidates as negatives; one for context-free visitors, trained on every request's logged slate only
     # (within-slate contrasts, position-debiased): measured better for them than either alternative (docs/PIPELINE.md).
-    # The context-free ranker sees every request as it will see its own at serving time: visitor unknown, no session
-    # (else it learns splits on user features that its serving rows never have)
+    # Its rows keep each request's own visitor: presenting every request as context-free was measured worse (the
+    # logged items then look unretrieved to it, which its serving rows never are; docs/PIPELINE.md)
     groups = {"personal": {r: q for r, q in requests.items() if not early_pipe.is_context_free(q)}}
     if cfg.cold_ranker and len(requests) - len(groups["personal"]) >= MIN_COLD_REQUESTS:
-        groups["cold"] = {r: replace(q, user_id=None, recent_items=()) for r, q in requests.items()}
+        groups["cold"] = requests
     else:
         groups = {"personal": requests}
     rankers, ranker_meta, n_rows = {}, {}, 0
