@@ -4,6 +4,7 @@ Per home request of `world.sample_requests(400, seed=17)`, the Pearson correlati
 the model's score and the truth, averaged: `cm_score` (z) against the true attraction logit for registered users;
 `cm_score` and `cm_pop_score` against the informed policy's expected attraction for anonymous visitors (the
 population average, the best anything can know about them). Also the fitted examination curve.
+`RECS_CEILING_DATASET` / `RECS_CEILING_MODEL` point elsewhere (the same variables as the ceilings benchmark).
 
     .venv/bin/python -m benchmarks.run click_model
 """

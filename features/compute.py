@@ -212,7 +212,8 @@ def compute_features(inp: RowInputs, snap: Snapshot, attrs: ItemAttrs) -> np.nda
     emb = inp.retrieval.get("emb_score")
     f["emb_known"] = (~np.isnan(emb)).astype(np.float32) if emb is not None else np.zeros(n, np.float32)
     f["emb_score"] = _nan_to(emb, DEFAULTS["emb_score"]) if emb is not None else np.zeros(n)
-    for name in ("emb_subcat_score", "cm_score", "cm_pop_score", "covisit_score", "content_score", "n_sources", "best_source_rank"):
+    for name in ("emb_subcat_score", "cm_score", "cm_pop_score", "covisit_score", "content_score", "n_sources",
+                 "best_source_rank"):
         v = inp.retrieval.get(name)
         f[name] = _nan_to(v, DEFAULTS[name]) if v is not None else np.full(n, DEFAULTS[name])
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)

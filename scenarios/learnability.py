@@ -36,6 +36,8 @@ def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     """User vectors (n_users, dim) fitted on logged impressions with the true item parameters held fixed."""
     import torch
 
+    from recs.models.retrievers.click_model import position_based_nll
+
     c = world.catalog
     iidx = {i: j for j, i in enumerate(world.item_ids)}
     uidx = {u: j for j, u in enumerate(world.user_ids)}
@@ -56,9 +58,7 @@ def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     def closure():
         opt.zero_grad()
         z = P["g"] + P["a"] * Q[it] + (P["U"][us] * V[it]).sum(1)
-        logp = torch.nn.functional.logsigmoid(P["theta"][surf, pos]) + torch.nn.functional.logsigmoid(z)
-        log1m = torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))
-        loss = -(y * logp + (1 - y) * log1m).sum() / n + cfg.l2 * (P["U"] ** 2).sum() / n
+        loss = position_based_nll(P["theta"][surf, pos], z, y).sum() / n + cfg.l2 * (P["U"] ** 2).sum() / n
         loss.backward()
         return loss
 
@@ -66,17 +66,31 @@ def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     return P["U"].detach().numpy().astype(np.float64)
 
 
+class _TasteRanking:
+    """Ranks every eligible item by true quality + true item vector . an estimate of the user's taste."""
+
+    def __init__(self, world, taste: np.ndarray, user_index: dict[str, int]) -> None:
+        self.world, self.taste, self.user_index = world, taste, user_index
+
+    def rank(self, request, k: int):
+        from recs.sim.policies import _top_k
+
+        w, c = self.world, self.world.catalog
+        rows = np.flatnonzero(w.eligible(request.ts))
+        score = c.quality[rows] + c.vec[rows] @ self.taste[self.user_index[request.user_id]]
+        return _top_k(w, rows, score, k, "learnability")
+
+
 def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig()) -> dict:
     """True CTR of logged-in home requests ranked by each taste estimate (see the module docstring)."""
-    from datetime import timedelta
-
     from recs.datasets.io import read_table
-    from recs.models.training_rows import day_start
-    from recs.sim import World
+    from recs.models.train import TrainConfig, time_split
+    from recs.sim import World, run_policy
 
     world = World.load(dataset)
     imp = read_table(Path(dataset), "impressions")
-    train_end = day_start(imp["ts"].max()) + timedelta(days=1 - cfg.holdout_days)
+    # where `recs train all` ends its training window (ranker_days does not move it)
+    train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
     imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
     U = _fit_users(world, imp, cfg)
     uidx = {u: j for j, u in enumerate(world.user_ids)}
@@ -96,17 +110,7 @@ def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = Learnabilit
                  "per_user": {f"{stat}_{col}": float(getattr(per_user[col], stat)())
                               for stat in ("mean", "median") for col in ("impressions", "clicks")}, "ctr": {}}
     for name, est in estimates.items():
-        clicks = shown_n = 0.0
-        for r in reqs:
-            rows = np.flatnonzero(world.eligible(r.ts))
-            z = c.quality[rows] + c.vec[rows] @ est[uidx[r.user_id]]
-            top = rows[np.argsort(-z, kind="stable")[:world.k_for(r)]]
-            p_click, _, _ = world.click_probs(world.contexts[r.request_id], top)
-            clicks += float(p_click.sum())
-            shown_n += len(top)
-        out["ctr"][name] = clicks / max(shown_n, 1)
-    from recs.sim import run_policy
-
+        out["ctr"][name] = run_policy(_TasteRanking(world, est, uidx), len(reqs), 0, world, requests=reqs).ctr
     out["ctr"]["logging"] = run_policy(world.logging_policy(), len(reqs), 0, world, requests=reqs).ctr
     out["ctr"]["oracle"] = run_policy(world.oracle_policy(), len(reqs), 0, world, requests=reqs).ctr
     return out

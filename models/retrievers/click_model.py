@@ -98,6 +98,16 @@ def _session_recent(impressions: pl.DataFrame, interactions: pl.DataFrame, item_
     return {r: [item_index[i] for i in items if i in item_index] for r, items in j.iter_rows()}
 
 
+def position_based_nll(exam_logit, attraction_logit, clicked):
+    """Per-impression negative log-likelihood under P(click) = sigma(exam_logit) * sigma(attraction_logit)
+    (torch tensors)."""
+    import torch
+
+    logp = torch.nn.functional.logsigmoid(exam_logit) + torch.nn.functional.logsigmoid(attraction_logit)
+    log1m = torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))   # log(1 - exp(logp)), numerically safe
+    return -(clicked * logp + (1 - clicked) * log1m)
+
+
 def _row_mean_matrix(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
     """Sparse (n_rows, n_cols) matrix whose row r averages the columns listed for r (repeats count; rows with none
     stay empty, so their product is the zero vector)."""
@@ -199,11 +209,12 @@ class ClickModelRetriever(Retriever):
         queries = imp["query"].to_list()
         match = np.array([q is not None and s and subcats[s_].startswith(q.lower()) for q, s, s_ in
                           zip(queries, surf, item_sub[it])], dtype=np.float32)
-        rec = np.full((imp.height, RECENT), -1, dtype=np.int64)
+        sess_rows: list[int] = []
+        sess_items: list[int] = []
         for j, r in enumerate(imp["request_id"].to_list()):
-            items = recent.get(r)
-            if items:
-                rec[j, :len(items)] = items
+            items = recent.get(r, ())
+            sess_rows.extend([j] * len(items))
+            sess_items.extend(items)
         y = imp["clicked"].to_numpy().astype(np.float32)
         ts = imp["ts"].dt.epoch("us").to_numpy()
         n_u, n_i, n_s, d = len(user_ids) + 1, len(item_ids), len(subcats), cfg.dim
@@ -218,8 +229,8 @@ class ClickModelRetriever(Retriever):
         T = {k: torch.from_numpy(v) for k, v in dict(it=it, us=us, surf=surf, pos=pos, match=match, y=y,
                                                       sub=item_sub, rel=item_rel).items()}
         expo = _exposure_matrix(us, it, n_u, n_i)
-        session = _row_mean_matrix(np.repeat(np.arange(len(y)), RECENT)[rec.ravel() >= 0], rec[rec >= 0], len(y),
-                                   n_i)
+        session = _row_mean_matrix(np.array(sess_rows, dtype=np.int64), np.array(sess_items, dtype=np.int64),
+                                   len(y), n_i)
         n = len(y)
 
         def nll_of(b) -> "torch.Tensor":
@@ -233,11 +244,7 @@ class ClickModelRetriever(Retriever):
             uvec = (P["U"][u] + P["gamma"] * X[u]) * (u > 0).float()[:, None] + P["alpha"] * sess
             z = (P["g"] + P["bi"][i] + P["bs"][s] + (uvec * vi).sum(1)
                  - (P["beta0"] + P["beta_u"][u]) * T["rel"][i] + P["w_match"] * T["match"][b])
-            logp = torch.nn.functional.logsigmoid(P["theta"][T["surf"][b], T["pos"][b]]) + \
-                torch.nn.functional.logsigmoid(z)
-            log1m = torch.log1p(-torch.exp(logp).clamp(max=1 - 1e-6))   # log(1 - exp(logp)), numerically safe
-            yb = T["y"][b]
-            return -(yb * logp + (1 - yb) * log1m).mean()
+            return position_based_nll(P["theta"][T["surf"][b], T["pos"][b]], z, T["y"][b]).mean()
 
         _fit_lbfgs(P, nll_of, n, np.argsort(ts, kind="stable"), cfg)
         with torch.no_grad():
