@@ -96,7 +96,7 @@ def fit_feature_ceiling(pipe: Pipeline, world, n_requests: int, seed: int):
 def ceilings(model_dir: str | Path, dataset: str | Path, cfg: CeilingConfig = CeilingConfig(),
              log=lambda _: None) -> dict:
     """True CTR of the pipeline and of each ceiling, overall and for anonymous / logged-in requests."""
-    from recs.sim import World, run_policy
+    from recs.sim import World, request_rewards
 
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
@@ -116,13 +116,13 @@ def ceilings(model_dir: str | Path, dataset: str | Path, cfg: CeilingConfig = Ce
         "oracle": oracle,
     }
     reqs = world.sample_requests(cfg.n_requests, cfg.seed)
-    segments = {"all": reqs, "anonymous": [r for r in reqs if r.user_id is None],
-                "logged_in": [r for r in reqs if r.user_id is not None]}
+    anon = np.array([r.user_id is None for r in reqs])
+    segments = {"all": np.ones(len(reqs), dtype=bool), "anonymous": anon, "logged_in": ~anon}
     out: dict = {"n_requests": len(reqs), "ctr": {}}
     for name, pol in policies.items():
         log(f"running {name}")
-        out["ctr"][name] = {seg: run_policy(pol, len(rs), 0, world, requests=rs).ctr
-                            for seg, rs in segments.items() if rs}
+        rewards = request_rewards(pol, reqs, world)   # each request once; segments are subsets
+        out["ctr"][name] = {seg: rewards.value(m).ctr for seg, m in segments.items() if m.any()}
     base = out["ctr"]["logging"]["all"]
     out["vs_logging"] = {name: v["all"] / base for name, v in out["ctr"].items()}
     return out

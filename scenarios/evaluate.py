@@ -122,7 +122,7 @@ def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict,
 Overall and by segment. The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
 ceiling for anything learnt from logs (true item parameters and registered users' tastes, the population prior
 for anonymous visitors), see docs/SIM.md."""
-    from recs.sim import World
+    from recs.sim import World, request_rewards
 
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
@@ -135,24 +135,16 @@ for anonymous visitors), see docs/SIM.md."""
     overall: dict = {}
     seg_out: dict[str, dict] = {}
     for name, pol in policies.items():
-        clicks = np.zeros(len(reqs))
-        shown = np.zeros(len(reqs))
-        buys = np.zeros(len(reqs))
-        violations = 0
-        for i, req in enumerate(reqs):
-            ranking = pol.rank(req, world.k_for(req))
-            r = world.expected_reward(req, ranking.item_ids)
-            clicks[i], buys[i], shown[i] = r.clicks, r.purchases, len(ranking.item_ids)
-            violations += r.violations
-        ctr = clicks.sum() / max(shown.sum(), 1)
-        overall[name] = float(ctr)
-        overall[f"{name}_stderr"] = float(np.sqrt(((clicks - ctr * shown) ** 2).sum()) / max(shown.sum(), 1))
-        overall[f"{name}_purchase_rate"] = float(buys.sum() / max(shown.sum(), 1))
-        overall[f"{name}_violations"] = violations
+        rewards = request_rewards(pol, reqs, world)
+        v = rewards.value()
+        overall[name] = v.ctr
+        overall[f"{name}_stderr"] = v.ctr_stderr
+        overall[f"{name}_purchase_rate"] = v.purchase_rate
+        overall[f"{name}_violations"] = v.violations
         for seg, f in seg_names.items():
             m = np.array([f(r) for r in reqs])
             if m.any():
-                seg_out.setdefault(seg, {})[name] = float(clicks[m].sum() / max(shown[m].sum(), 1))
+                seg_out.setdefault(seg, {})[name] = rewards.value(m).ctr
     overall["pipeline_vs_logging"] = overall["pipeline"] / overall["logging"]
     overall["pipeline_vs_oracle"] = overall["pipeline"] / overall["oracle"]
     overall["pipeline_vs_informed"] = overall["pipeline"] / overall["informed"]

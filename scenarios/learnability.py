@@ -73,12 +73,12 @@ class _TasteRanking:
         self.world, self.taste, self.user_index = world, taste, user_index
 
     def rank(self, request, k: int):
-        from recs.sim.policies import _top_k
+        from recs.sim.policies import top_k_ranking
 
         w, c = self.world, self.world.catalog
         rows = np.flatnonzero(w.eligible(request.ts))
         score = c.quality[rows] + c.vec[rows] @ self.taste[self.user_index[request.user_id]]
-        return _top_k(w, rows, score, k, "learnability")
+        return top_k_ranking(w, rows, score, k, "learnability")
 
 
 def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig()) -> dict:

@@ -1,6 +1,6 @@
 """recs.sim: a seeded marketplace simulator with a known ground truth."""
 from recs.sim.config import SimConfig
-from recs.sim.run import PolicyValue, log_policy, run_policy
+from recs.sim.run import PolicyValue, RequestRewards, log_policy, request_rewards, run_policy
 from recs.sim.world import Context, SlateReward, World
 
 
@@ -11,5 +11,5 @@ def generate_dataset(cfg: SimConfig, out_dir, overwrite: bool = False, progress=
     return _gen(cfg, out_dir, overwrite=overwrite, progress=progress)
 
 
-__all__ = ["SimConfig", "World", "Context", "SlateReward", "PolicyValue", "run_policy", "log_policy",
-           "generate_dataset"]
+__all__ = ["SimConfig", "World", "Context", "SlateReward", "PolicyValue", "RequestRewards", "request_rewards",
+           "run_policy", "log_policy", "generate_dataset"]

@@ -11,7 +11,7 @@ from recs.sim import choice
 from recs.sim.catalog import intent_probs
 
 
-def _top_k(world, rows: np.ndarray, score: np.ndarray, k: int, stage: str) -> Ranking:
+def top_k_ranking(world, rows: np.ndarray, score: np.ndarray, k: int, stage: str) -> Ranking:
     """The `k` best of `rows` by `score`, best first (ties by row order)."""
     k = min(k, len(rows))
     top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=np.int64)
@@ -41,7 +41,7 @@ class OraclePolicy:
         return rows, logit
 
     def rank(self, request: Request, k: int) -> Ranking:
-        return _top_k(self.w, *self.scores(request), k, "oracle")
+        return top_k_ranking(self.w, *self.scores(request), k, "oracle")
 
     def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
         return deterministic_slot_probabilities(self.rank(request, k), k)
@@ -119,7 +119,7 @@ class InformedPolicy:
         return rows, out
 
     def rank(self, request: Request, k: int) -> Ranking:
-        return _top_k(self.w, *self.scores(request), k, "informed")
+        return top_k_ranking(self.w, *self.scores(request), k, "informed")
 
     def slot_probabilities(self, request: Request, k: int, include: Sequence[str] = ()) -> SlotProbabilities:
         return deterministic_slot_probabilities(self.rank(request, k), k)

@@ -26,6 +26,46 @@ class PolicyValue:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class RequestRewards:
+    """Per-request true expected rewards of one policy (arrays aligned with the requests it ran on)."""
+
+    clicks: np.ndarray
+    purchases: np.ndarray
+    revenue: np.ndarray
+    shown: np.ndarray
+    violations: np.ndarray
+
+    def value(self, mask: np.ndarray | None = None) -> PolicyValue:
+        """The policy's value on all requests, or on those where `mask` is true (a segment)."""
+        m = np.ones(len(self.clicks), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if not m.any():
+            raise ValueError("no requests in the segment")
+        clicks, shown = self.clicks[m], self.shown[m]
+        total_shown = max(shown.sum(), 1.0)
+        ctr = clicks.sum() / total_shown
+        # ratio estimator's standard error across requests (delta method)
+        se = float(np.sqrt(((clicks - ctr * shown) ** 2).sum()) / total_shown)
+        return PolicyValue(float(ctr), se, float(clicks.mean()), float(self.purchases[m].sum() / total_shown),
+                           float(self.revenue[m].mean()), int(m.sum()), int(self.violations[m].sum()),
+                           float((shown == 0).mean()))
+
+
+def request_rewards(policy: Policy, requests: list[Request], world) -> RequestRewards:
+    """Each request ranked by `policy` and scored by the simulator's truth (expected, not sampled, rewards)."""
+    if not requests:
+        raise ValueError("no requests to run the policy on")
+    n = len(requests)
+    clicks, buys, rev, shown = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    violations = np.zeros(n, dtype=np.int64)
+    for i, req in enumerate(requests):
+        ranking = policy.rank(req, world.k_for(req))
+        r = world.expected_reward(req, ranking.item_ids)
+        clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
+        violations[i] = r.violations
+    return RequestRewards(clicks, buys, rev, shown, violations)
+
+
 def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list[Request] | None = None
                ) -> PolicyValue:
     """The policy's true value on `n_requests` fresh requests (same seed, same requests for every policy)."""
@@ -34,23 +74,7 @@ def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list
     requests = world.sample_requests(n_requests, seed) if requests is None else requests
     if not requests:
         raise ValueError("no requests to run the policy on")
-    clicks = np.zeros(len(requests))
-    shown = np.zeros(len(requests))
-    buys = np.zeros(len(requests))
-    rev = np.zeros(len(requests))
-    violations = 0
-    for i, req in enumerate(requests):
-        ranking = policy.rank(req, world.k_for(req))
-        r = world.expected_reward(req, ranking.item_ids)
-        clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
-        violations += r.violations
-    total_shown = max(shown.sum(), 1.0)
-    ctr = clicks.sum() / total_shown
-    # ratio estimator's standard error across requests (delta method)
-    resid = clicks - ctr * shown
-    se = float(np.sqrt((resid ** 2).sum()) / total_shown)
-    return PolicyValue(float(ctr), se, float(clicks.mean()), float(buys.sum() / total_shown), float(rev.mean()),
-                       len(requests), violations, float((shown == 0).mean()))
+    return request_rewards(policy, requests, world).value()
 
 
 def log_policy(policy: Policy, n_requests: int, seed: int, world) -> tuple[pl.DataFrame, dict[str, Request]]:

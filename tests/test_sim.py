@@ -10,7 +10,7 @@ import pytest
 
 from recs.datasets.io import read_table
 from recs.datasets.schemas import validate
-from recs.sim import SimConfig, World, generate_dataset, run_policy
+from recs.sim import SimConfig, World, generate_dataset, request_rewards, run_policy
 from recs.sim.logging_policy import LoggingCore, Pools
 
 TINY = SimConfig(n_users=300, n_items=1_200, days=2, requests_per_day=3_000, seed=3)
@@ -130,6 +130,21 @@ def test_run_policy_true_value_agrees_with_logged_ctr():
     oracle = run_policy(world.oracle_policy(), 2_000, seed=2, world=world)
     uniform = run_policy(world.uniform_policy(), 2_000, seed=2, world=world)
     assert uniform.ctr < truth.ctr < oracle.ctr
+
+
+def test_segment_values_equal_runs_on_the_segment_alone():
+    world = World.build(TINY)
+    reqs = world.sample_requests(300, 5)
+    anon = np.array([r.user_id is None for r in reqs])
+    assert 0 < anon.sum() < len(reqs)
+    rewards = request_rewards(world.logging_policy(), reqs, world)
+    assert rewards.value() == run_policy(world.logging_policy(), len(reqs), 0, world, requests=reqs)
+    for mask in (anon, ~anon):
+        alone = run_policy(world.logging_policy(), int(mask.sum()), 0, world,
+                           requests=[r for r, m in zip(reqs, mask) if m])
+        assert rewards.value(mask) == alone
+    with pytest.raises(ValueError, match="no requests"):
+        rewards.value(np.zeros(len(reqs), dtype=bool))
 
 
 def test_delayed_purchases_are_cut_at_log_end(dataset):
