@@ -15,6 +15,7 @@ import polars as pl
 
 SMOOTH = 1.0
 COEC_PRIOR = 5.0
+PAIR_WINDOW = timedelta(days=28)   # (user, item) shown/clicked counts look back this far: bounded state
 
 
 @dataclass
@@ -139,7 +140,8 @@ def examination_by_position(impressions: pl.DataFrame) -> dict[tuple[str, int], 
 
 def build_snapshot(catalog: pl.DataFrame, interactions: pl.DataFrame, impressions: pl.DataFrame | None,
                    events: pl.DataFrame | None, as_of: datetime, vocab: Vocab | None = None) -> Snapshot:
-    """Statistics from events strictly before `as_of` (7-day windows for items, all history for users)."""
+    """Statistics from events strictly before `as_of` (7-day windows for items, all history for user shares,
+    `PAIR_WINDOW` for the per-(user, item) counts)."""
     vocab = vocab or Vocab.from_catalog(catalog)
     inter = interactions.filter(pl.col("ts") < as_of)
     w7, w1 = as_of - timedelta(days=7), as_of - timedelta(days=1)
@@ -187,7 +189,7 @@ def build_snapshot(catalog: pl.DataFrame, interactions: pl.DataFrame, impression
     shown = None
     if impressions is not None:
         shown = impressions.filter((pl.col("ts") < as_of) & pl.col("user_id").is_not_null()).select(
-            "user_id", "item_id", "clicked")
+            "user_id", "item_id", "clicked", "ts")
     return _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_price)
 
 
@@ -198,7 +200,8 @@ def _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_pri
     pos = inter.filter(pl.col("user_id").is_not_null()).select("user_id", "item_id").join(attrs, on="item_id",
                                                                                           how="inner")
     if shown is None:
-        shown = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "clicked": pl.Boolean})
+        shown = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "clicked": pl.Boolean,
+                                     "ts": pl.Datetime("us", "UTC")})
     shown = shown.join(attrs, on="item_id", how="inner")
     users = sorted(set(pos["user_id"].unique().to_list()) | set(shown["user_id"].unique().to_list()))
     uidx = {u: i for i, u in enumerate(users)}
@@ -219,7 +222,7 @@ def _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_pri
     sub = vocab.encode("subcategory", pos["subcategory"].to_list())
     rel = np.log(pos["price"].to_numpy()) - subcat_log_price[np.maximum(sub, 0)]
     price = np.bincount(urow, weights=rel, minlength=U) / np.maximum(n, 1)
-    pairs = shown.group_by("user_id", "item_id").agg(pl.len().alias("n"), pl.col("clicked").cast(pl.Int64).sum())
+    pairs = shown.filter(pl.col("ts") >= as_of - PAIR_WINDOW).group_by("user_id", "item_id").agg(pl.len().alias("n"), pl.col("clicked").cast(pl.Int64).sum())
     key = (np.fromiter((uidx[u] for u in pairs["user_id"].to_list()), dtype=np.int64, count=pairs.height)
            * len(index) + np.fromiter((index[i] for i in pairs["item_id"].to_list()), dtype=np.int64,
                                       count=pairs.height))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from recs.features.snapshot import Snapshot, build_snapshot
+from recs.features.snapshot import PAIR_WINDOW, Snapshot, build_snapshot
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -57,3 +57,13 @@ def test_user_item_counts_without_impressions_are_zero():
     snap = build_snapshot(_catalog(), inter, None, None, T0 + timedelta(hours=1))
     shown, clicked = snap.user_item_counts(snap.user_rows(["u1"]), snap.item_rows(["a"]))
     assert shown.tolist() == [0] and clicked.tolist() == [0]
+
+
+def test_user_item_counts_look_back_a_bounded_window():
+    inter = pl.DataFrame({"user_id": ["u1"], "item_id": ["a"], "kind": ["click"], "ts": [T0 + timedelta(hours=1)]})
+    later = T0 + PAIR_WINDOW + timedelta(hours=2, minutes=30)      # a (hours 1 and 2) has left the window, b not
+    snap = build_snapshot(_catalog(), inter, _impressions(), None, later)
+    shown, clicked = snap.user_item_counts(snap.user_rows(["u1", "u1", "u1"]), snap.item_rows(["a", "b", "c"]))
+    assert shown.tolist() == [0, 1, 1] and clicked.tolist() == [0, 0, 1]
+    # the exposure shares still use all history: the window bounds only the per-(user, item) pairs
+    assert np.isclose(snap.user_cat_expo[snap.user_index["u1"], snap.vocab.category["X"]], (3 + 0.5) / 5)
