@@ -222,7 +222,8 @@ def _with_users(catalog, inter, shown, vocab, as_of, index, item, subcat_log_pri
     sub = vocab.encode("subcategory", pos["subcategory"].to_list())
     rel = np.log(pos["price"].to_numpy()) - subcat_log_price[np.maximum(sub, 0)]
     price = np.bincount(urow, weights=rel, minlength=U) / np.maximum(n, 1)
-    pairs = shown.filter(pl.col("ts") >= as_of - PAIR_WINDOW).group_by("user_id", "item_id").agg(pl.len().alias("n"), pl.col("clicked").cast(pl.Int64).sum())
+    pairs = shown.filter(pl.col("ts") >= as_of - PAIR_WINDOW).group_by("user_id", "item_id").agg(
+        pl.len().alias("n"), pl.col("clicked").cast(pl.Int64).sum())
     key = (np.fromiter((uidx[u] for u in pairs["user_id"].to_list()), dtype=np.int64, count=pairs.height)
            * len(index) + np.fromiter((index[i] for i in pairs["item_id"].to_list()), dtype=np.int64,
                                       count=pairs.height))

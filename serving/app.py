@@ -31,7 +31,7 @@ from recs.serving.journal import JOURNAL_NAME, Journal
 from recs.serving.metrics import Gauge
 from recs.serving.reload import Reloader, journal_loop
 from recs.serving.runtime import Runtime
-from recs.serving.served import HOME, SEARCH, ServeConfig, limit_native_threads, load_served, settle_heap
+from recs.serving.served import HOME, SEARCH, ServeConfig, limit_native_threads, settle_heap, startup_served
 
 
 class Item(BaseModel):
@@ -319,23 +319,19 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
 def app_from_env() -> FastAPI:
     """uvicorn factory for `--workers N`: each worker verifies and loads the bundle itself, then joins the journal.
 
-    A worker started late (uvicorn restarts one that died) loads the bundle of the journal's last reload and
-    replays every inventory update and event, so it serves the same state as the others."""
+    A worker started late (uvicorn restarts one that died) loads the bundle of the journal's last reload (if that
+    path still holds the reloaded version: `startup_served`) and replays every inventory update and event, so it
+    serves the same state as the others."""
     cfg = ServeConfig(**json.loads(os.environ.get("RECS_SERVE_CONFIG", "{}")))
     key = os.environ["RECS_SERVE_PUBLIC_KEY"]
     bundle = os.environ["RECS_SERVE_BUNDLE"]
     run_dir = os.environ.get("RECS_SERVE_RUN_DIR")
     journal = Journal(Path(run_dir) / JOURNAL_NAME) if run_dir else None
     last = journal.last_reload() if journal is not None else None
-    served = None
-    if last is not None:
-        try:
-            served = load_served(last[1]["bundle"], key, cfg)
-        except Exception as e:
-            logging.getLogger("recs.serve").error("worker %d: journaled bundle %s not loaded (%s); serving %s",
-                                                  os.getpid(), last[1].get("bundle"), e, bundle)
-    if served is None:
-        served = load_served(bundle, key, cfg)
+    served, why = startup_served(last[1] if last else None, bundle, key, cfg)
+    if why is not None:
+        logging.getLogger("recs.serve").error("worker %d: %s; serving %s (%s)", os.getpid(), why, bundle,
+                                              served.version)
     runtime = Runtime(served, cfg)
     if journal is not None:
         runtime.attach_journal(journal, run_dir, last[0] if last else 0)

@@ -123,3 +123,24 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def startup_served(journaled: dict | None, bundle_path: str | Path, public_key: Any, cfg: ServeConfig,
+                   load=load_served) -> tuple[Served, str | None]:
+    """The bundle a starting worker serves, and why it is not the journaled one (None when it is).
+
+    A worker (re)started while others run loads the bundle of the journal's last reload, the one its siblings
+    serve, if that path still holds the same version: a bundle overwritten in place after the reload was never
+    reloaded through the admin API, so the worker refuses it and serves `bundle_path`, its start-up bundle."""
+    if journaled is None:
+        return load(bundle_path, public_key, cfg), None
+    want = journaled.get("version")
+    try:
+        served = load(journaled["bundle"], public_key, cfg)
+    except Exception as e:
+        return load(bundle_path, public_key, cfg), f"journaled bundle {journaled.get('bundle')} not loaded ({e})"
+    if served.version == want:
+        return served, None
+    served.bundle.close()
+    return (load(bundle_path, public_key, cfg),
+            f"journaled bundle {journaled.get('bundle')} is now version {served.version}, not the reloaded {want}")

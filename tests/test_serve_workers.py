@@ -20,7 +20,7 @@ from recs.bundle import export_bundle
 from recs.serving.app import create_app
 from recs.serving.journal import JOURNAL_NAME, Journal, live_workers
 from recs.serving.runtime import Runtime
-from recs.serving.served import ServeConfig, load_served
+from recs.serving.served import ServeConfig, load_served, startup_served
 from _serve_fixtures import build_tiny_bundle
 
 TOKEN = "tok"
@@ -260,3 +260,36 @@ def test_recs_serve_two_workers_end_to_end(built, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert (run / JOURNAL_NAME).is_file()   # a given --run-dir is kept
+
+
+class _FakeServed:
+    def __init__(self, path: str, version: str) -> None:
+        self.path, self.version, self.closed = path, version, False
+        self.bundle = self
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_starting_worker_serves_the_journaled_bundle_only_if_it_is_still_that_version():
+    versions = {"/b/reloaded": "m@222", "/b/startup": "m@111"}
+    loaded: list[_FakeServed] = []
+
+    def load(path, key, cfg):
+        if path not in versions:
+            raise FileNotFoundError(path)
+        loaded.append(_FakeServed(path, versions[path]))
+        return loaded[-1]
+
+    cfg = ServeConfig(**CFG)
+    served, why = startup_served(None, "/b/startup", "key", cfg, load)
+    assert served.path == "/b/startup" and why is None
+    served, why = startup_served({"bundle": "/b/reloaded", "version": "m@222"}, "/b/startup", "key", cfg, load)
+    assert served.path == "/b/reloaded" and why is None
+    # the reloaded path was overwritten by another build after the reload: refused, closed, start-up bundle served
+    versions["/b/reloaded"] = "m@333"
+    served, why = startup_served({"bundle": "/b/reloaded", "version": "m@222"}, "/b/startup", "key", cfg, load)
+    assert served.path == "/b/startup" and "m@333" in why and "m@222" in why and loaded[-2].closed
+    # the reloaded path is gone
+    served, why = startup_served({"bundle": "/b/gone", "version": "m@222"}, "/b/startup", "key", cfg, load)
+    assert served.path == "/b/startup" and "not loaded" in why
