@@ -8,9 +8,9 @@ On the simulator, on the same fresh requests (true expected CTR from `sim.run_po
   over exactly the pipeline's features: the best any ranker on these features could do (a diagnostic that cheats
   on purpose; never a product);
 - `candidate_oracle`: the pipeline's candidates ranked by true attraction: the retrieval ceiling;
-- `informed`: true item parameters and registered users' tastes, population prior for anonymous visitors
-  (`sim.policies.InformedPolicy`): the ceiling of anything learnt from logs;
-- `oracle`: knows every visitor's hidden taste.
+- `informed`: true item parameters and registered users' tastes, population prior for anonymous visitors, intent
+  posterior given the prefix on search (`sim.policies.InformedPolicy`): the ceiling of anything learnt from logs;
+- `oracle`: knows every visitor's hidden taste and search intent.
 """
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict,
 
 Overall and by segment. The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
 ceiling for anything learnt from logs (true item parameters and registered users' tastes, the population prior
-for anonymous visitors), see docs/SIM.md."""
+for anonymous visitors, the intent posterior given the typed prefix on search), see docs/PIPELINE.md."""
     from recs.sim import World, request_rewards
 
     world = World.load(dataset)

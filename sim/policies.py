@@ -74,9 +74,10 @@ class UniformPolicy:
 
 class InformedPolicy:
     """The best a learner could hope for: knows every item's true parameters and registered users' true tastes,
-    but not an anonymous visitor's, whose attraction it averages over the population prior (Monte Carlo), given
-    the typed prefix on search (exact posterior over the intended subcategory). A ceiling for learnt policies,
-    below the oracle, which also knows the anonymous visitor."""
+    but not an anonymous visitor's, whose attraction it averages over the population prior (Monte Carlo), nor the
+    search intent, of which it knows only the typed prefix (exact posterior over the subcategories the prefix
+    matches, given the taste or the prior). A ceiling for learnt policies, below the oracle, which also knows the
+    anonymous visitor and the intent."""
 
     policy_id = "sim-informed"
 
@@ -96,9 +97,9 @@ class InformedPolicy:
             raise KeyError(f"the informed policy only ranks requests drawn by its world, not {request.request_id!r}")
         rows = np.flatnonzero(w.eligible(request.ts))
         if ctx.user_row >= 0:
-            rows, logit = OraclePolicy(w).scores(request)
-            return rows, choice.sigmoid(logit)
-        vecs, betas = self.prior_vec, self.prior_beta
+            vecs, betas = ctx.vec[None, :], np.array([ctx.price_sens])       # a registered user: the true taste
+        else:
+            vecs, betas = self.prior_vec, self.prior_beta                   # an anonymous visitor: the prior
         base = (choice.attraction_logit(vecs, np.broadcast_to(c.vec[rows], (len(vecs),) + c.vec[rows].shape),
                                         np.broadcast_to(c.quality[rows], (len(vecs), len(rows))),
                                         np.broadcast_to(w.rel_price(rows), (len(vecs), len(rows))), betas, None,
@@ -109,7 +110,7 @@ class InformedPolicy:
         match = [s for s in range(len(names)) if names[s].startswith(request.query)]
         if not match:
             return rows, choice.sigmoid(base).mean(axis=0)
-        weights = intent_probs(c, vecs)[:, match]                      # (n_prior, n_match): joint posterior, unnormalised
+        weights = intent_probs(c, vecs)[:, match]                      # (n_vecs, n_match): joint posterior, unnormalised
         weights = weights / weights.sum()
         b = w.cfg.search_intent_boost
         out = np.zeros(len(rows))

@@ -244,14 +244,26 @@ def test_logging_policy_reproduces_logged_propensities_point_in_time(dataset):
 
 
 def test_informed_ceiling_sits_between_logging_and_oracle():
-    """The informed policy equals the oracle for registered users and loses only on anonymous visitors."""
+    """The informed policy knows registered users' tastes but not the search intent behind a prefix: it equals
+    the oracle on their home requests and where the prefix names one subcategory, and loses on anonymous visitors
+    and on prefixes several subcategories share."""
     world = World.build(TINY)
-    reqs = world.sample_requests(600, seed=4)
+    reqs = world.sample_requests(1_500, seed=4)
+    names = world.catalog.subcat_names
+
+    def n_match(r):
+        return sum(n.startswith(r.query) for n in names) if r.surface == "search" else 0
+
     anon = [r for r in reqs if r.user_id is None]
-    known = [r for r in reqs if r.user_id is not None][:100]
-    informed = world.informed_policy()
-    assert [informed.rank(r, 5).item_ids for r in known] == [world.oracle_policy().rank(r, 5).item_ids for r in known]
+    known = [r for r in reqs if r.user_id is not None and n_match(r) <= 1][:100]
+    ambiguous = [r for r in reqs if r.user_id is not None and n_match(r) > 1]
+    assert len(known) == 100 and len(ambiguous) >= 20
+    informed, oracle = world.informed_policy(), world.oracle_policy()
+    assert [informed.rank(r, 5).item_ids for r in known] == [oracle.rank(r, 5).item_ids for r in known]
+    assert [informed.rank(r, 5).item_ids for r in ambiguous] != [oracle.rank(r, 5).item_ids for r in ambiguous]
+    amb = {name: run_policy(p, len(ambiguous), 0, world, requests=ambiguous).ctr
+           for name, p in (("informed", informed), ("oracle", oracle))}
+    assert amb["informed"] < amb["oracle"], amb
     v = {name: run_policy(p, len(anon), 0, world, requests=anon).ctr
-         for name, p in (("logging", world.logging_policy()), ("informed", informed),
-                         ("oracle", world.oracle_policy()))}
+         for name, p in (("logging", world.logging_policy()), ("informed", informed), ("oracle", oracle))}
     assert v["logging"] < v["informed"] < v["oracle"], v
