@@ -158,3 +158,29 @@ def test_a_model_saved_by_another_version_is_refused_clearly(fitted, tmp_path):
     (tmp_path / "cm" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="another version.*epochs"):
         ClickModelRetriever.load(tmp_path / "cm")
+
+
+def test_a_growing_state_extends_the_cached_arrays_like_a_fresh_build(fitted):
+    """New items only append to the state: the cache computes their rows alone, and agrees with a full rebuild."""
+    from recs.datasets.online_state import OnlineState
+    from recs.models.retrievers._common import StateRows
+
+    sim, cm = fitted
+    cat = sim.catalog.sort("item_id")
+    known = set(cm.p.item_ids.tolist())
+    late = [i for i in cat["item_id"].to_list() if i in known][:3] + ["brand-new-1"]
+    state = OnlineState(cat.filter(~pl.col("item_id").is_in(late)))
+    req = rq(sim.as_of, state=state).request
+    rows_cache = StateRows()
+    before = cm.score_rows(req, (), state, None)
+    rows_cache.get(state, cm.p.item_ids)
+    for iid in late:
+        src = cat.filter(pl.col("item_id") == (iid if iid in known else late[0])).row(0, named=True)
+        state.apply_inventory("new_item", iid, 5, attrs={k: src[k] for k in (
+            "category", "subcategory", "seller_id", "brand", "title", "price")})
+    grown = cm.score_rows(req, (), state, None)
+    assert len(grown) == len(before) + len(late) and np.array_equal(grown[:len(before)], before)
+    cm._cached_state = None                                    # force the full build
+    assert np.array_equal(cm.score_rows(req, (), state, None), grown)
+    assert np.isfinite(grown[-len(late):]).all()               # the model's own items and a new one (subcategory)
+    assert np.array_equal(rows_cache.get(state, cm.p.item_ids), state.indices(cm.p.item_ids))

@@ -94,20 +94,33 @@ def affinity(keys: np.ndarray, weights: np.ndarray) -> dict[str, float]:
 class StateRows:
     """Row of each of a retriever's items in a live `OnlineState` (-1: unknown to it), cached per state.
 
-    A state only ever appends items, so the cache is rebuilt only when the state object, its size or the
-    retriever's item count changes; eligibility itself is always read live.
+    A state only ever appends items, so when the same state has grown only its new rows are looked up (a new item
+    costs O(1), not O(catalog)); the cache is rebuilt when the state object or the retriever's item count changes.
+    Eligibility itself is always read live.
     """
 
     def __init__(self) -> None:
         self._state: OnlineState | None = None
         self._key: tuple[int, int] = (-1, -1)
         self._rows = np.zeros(0, dtype=np.int64)
+        self._pos: dict | None = None          # retriever item id -> its position in `item_ids`
 
     def get(self, state: OnlineState, item_ids: np.ndarray) -> np.ndarray:
-        key = (len(state), len(item_ids))
-        if state is not self._state or key != self._key:
-            self._rows = state.indices(item_ids)
-            self._state, self._key = state, key
+        n_state, n_items = len(state), len(item_ids)
+        if state is self._state and (n_state, n_items) == self._key:
+            return self._rows
+        if state is self._state and n_items == self._key[1] and n_state > self._key[0]:
+            if self._pos is None or len(self._pos) != n_items:
+                self._pos = {i: j for j, i in enumerate(item_ids.tolist())}
+            rows = self._rows.copy()          # readers holding the old array keep a consistent one
+            for r in range(self._key[0], n_state):
+                j = self._pos.get(state.item_ids[r])
+                if j is not None and rows[j] < 0:
+                    rows[j] = r
+            self._rows = rows
+        else:
+            self._rows, self._pos = state.indices(item_ids), None
+        self._state, self._key = state, (n_state, n_items)
         return self._rows
 
 

@@ -33,7 +33,7 @@ from recs.datasets.io import atomic_dir
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Request
 from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
-from recs.models.retrievers._common import StateRows, top_indices
+from recs.models.retrievers._common import top_indices
 
 LBFGS_ROUND = 10     # L-BFGS iterations between two validation checks
 POPULATION = 256     # learnt users sampled for the population appeal of an item
@@ -175,9 +175,10 @@ class ClickModelRetriever(Retriever):
     def __init__(self, config: ClickModelConfig | None = None) -> None:
         self.config = config or ClickModelConfig()
         self.p: ClickModelParams | None = None
-        self._rows = StateRows()
         self._state_key: tuple[int, int] = (-1, -1)
         self._state_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cached_state: OnlineState | None = None
+        self._sub_index: dict[str, int] = {}
         self._user_index: dict[str, int] = {}
         self._item_index: dict[str, int] = {}
 
@@ -263,7 +264,8 @@ class ClickModelRetriever(Retriever):
         assert self.p is not None
         self._user_index = {u: j for j, u in enumerate(self.p.user_ids)}
         self._item_index = {i: j for j, i in enumerate(self.p.item_ids)}
-        self._state_key, self._state_cache = (-1, -1), None
+        self._sub_index = {str(s): j for j, s in enumerate(self.p.subcats)}
+        self._state_key, self._state_cache, self._cached_state = (-1, -1), None, None
         self._price_key: tuple | None = None          # (state, size, version) of the cached relative log prices
         self._rel_price = np.zeros(0)
         n_users = len(self.p.user_ids)
@@ -272,28 +274,39 @@ class ClickModelRetriever(Retriever):
 
     # ---- scoring -----------------------------------------------------------------------------------------
     def _state_arrays(self, state: OnlineState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per state row: item vector, bias, reference log price and subcategory index (-1: unknown subcategory)."""
+        """Per state row: item vector, bias, reference log price and subcategory index (-1: unknown subcategory).
+
+        Built once per state; when the same state has grown (a state only appends items) only the new rows are
+        computed, so a new item costs O(1) look-ups, not O(catalog)."""
+        n = len(state)
+        if state is self._cached_state and self._state_cache is not None and n == self._state_key[1]:
+            return self._state_cache
+        if state is self._cached_state and self._state_cache is not None and n > self._state_key[1]:
+            new = self._rows_arrays(state, self._state_key[1], n)
+            self._state_cache = tuple(np.concatenate([a, b]) for a, b in zip(self._state_cache, new))
+        else:
+            self._state_cache = self._rows_arrays(state, 0, n)
+        self._cached_state, self._state_key = state, (id(state), n)
+        return self._state_cache
+
+    def _rows_arrays(self, state: OnlineState, lo: int, hi: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`_state_arrays` of state rows lo..hi-1: subcategory part, plus the item's own part if the model knows it."""
         p = self.p
         assert p is not None
-        key = (id(state), len(state))
-        if key != self._state_key or self._state_cache is None:
-            rows = self._rows.get(state, p.item_ids)  # state row of each model item
-            n = len(state)
-            sub_index = {s: j for j, s in enumerate(p.subcats)}
-            sub = np.array([sub_index.get(str(s), -1) for s in state.subcategory], dtype=np.int64)
-            known_sub = sub >= 0
-            vec = np.zeros((n, p.item_vec.shape[1]), dtype=np.float32)
-            bias = np.full(n, -np.inf, dtype=np.float32)
-            ref = np.zeros(n, dtype=np.float32)
-            vec[known_sub] = p.sub_vec[sub[known_sub]]
-            bias[known_sub] = p.sub_bias[sub[known_sub]]
-            ref[known_sub] = p.sub_ref_logprice[sub[known_sub]]
-            ok = rows >= 0
-            vec[rows[ok]] += p.item_vec[ok]
-            bias[rows[ok]] += p.item_bias[ok]
-            self._state_cache = (vec, bias, ref, sub)
-            self._state_key = key
-        return self._state_cache
+        sub = np.array([self._sub_index.get(str(s), -1) for s in state.subcategory[lo:hi]], dtype=np.int64)
+        known_sub = sub >= 0
+        vec = np.zeros((hi - lo, p.item_vec.shape[1]), dtype=np.float32)
+        bias = np.full(hi - lo, -np.inf, dtype=np.float32)
+        ref = np.zeros(hi - lo, dtype=np.float32)
+        vec[known_sub] = p.sub_vec[sub[known_sub]]
+        bias[known_sub] = p.sub_bias[sub[known_sub]]
+        ref[known_sub] = p.sub_ref_logprice[sub[known_sub]]
+        j = np.fromiter((self._item_index.get(i, -1) for i in state.item_ids[lo:hi]), dtype=np.int64, count=hi - lo)
+        ok = j >= 0
+        vec[ok] += p.item_vec[j[ok]]
+        bias[ok] += p.item_bias[j[ok]]
+        return vec, bias, ref, sub
 
     def visitor_vector(self, request: Request, history: tuple[str, ...], state: OnlineState) -> tuple[np.ndarray,
                                                                                                      float]:
