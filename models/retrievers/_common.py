@@ -94,34 +94,44 @@ def affinity(keys: np.ndarray, weights: np.ndarray) -> dict[str, float]:
 class StateRows:
     """Row of each of a retriever's items in a live `OnlineState` (-1: unknown to it), cached per state.
 
-    A state only ever appends items, so when the same state has grown only its new rows are looked up (a new item
-    costs O(1), not O(catalog)); the cache is rebuilt when the state object or the retriever's item count changes.
-    Eligibility itself is always read live.
+    A state only ever appends items, so when the same state has grown only its new rows are looked up, and a
+    retriever that appends items (`items_appended`) has only those looked up: a new item costs O(1), not
+    O(catalog). Another state or another item array rebuilds the cache. Eligibility itself is always read live.
     """
 
     def __init__(self) -> None:
         self._state: OnlineState | None = None
-        self._key: tuple[int, int] = (-1, -1)
+        self._ids: np.ndarray | None = None
+        self._n_state = -1
         self._rows = np.zeros(0, dtype=np.int64)
         self._pos: dict | None = None          # retriever item id -> its position in `item_ids`
 
     def get(self, state: OnlineState, item_ids: np.ndarray) -> np.ndarray:
-        n_state, n_items = len(state), len(item_ids)
-        if state is self._state and (n_state, n_items) == self._key:
-            return self._rows
-        if state is self._state and n_items == self._key[1] and n_state > self._key[0]:
-            if self._pos is None or len(self._pos) != n_items:
+        n_state = len(state)
+        if state is not self._state or item_ids is not self._ids or n_state < self._n_state:
+            self._rows, self._pos = state.indices(item_ids), None
+        elif n_state > self._n_state:
+            if self._pos is None:
                 self._pos = {i: j for j, i in enumerate(item_ids.tolist())}
             rows = self._rows.copy()          # readers holding the old array keep a consistent one
-            for r in range(self._key[0], n_state):
+            for r in range(self._n_state, n_state):
                 j = self._pos.get(state.item_ids[r])
                 if j is not None and rows[j] < 0:
                     rows[j] = r
             self._rows = rows
-        else:
-            self._rows, self._pos = state.indices(item_ids), None
-        self._state, self._key = state, (n_state, n_items)
+        self._state, self._ids, self._n_state = state, item_ids, n_state
         return self._rows
+
+    def items_appended(self, item_ids: np.ndarray) -> None:
+        """The retriever's item array is now `item_ids`: the previous one plus items at its end."""
+        if self._state is None or self._ids is None or len(item_ids) < len(self._ids):
+            self._state = self._ids = None
+            return
+        old = len(self._ids)
+        self._rows = np.concatenate([self._rows, self._state.indices(item_ids[old:])])
+        if self._pos is not None:
+            self._pos.update((i, old + j) for j, i in enumerate(item_ids[old:].tolist()))
+        self._ids = item_ids
 
 
 def take_eligible(ids: np.ndarray, scores: np.ndarray, query: RetrievalQuery | None, k: int, source: str,

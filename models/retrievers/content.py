@@ -26,8 +26,10 @@ from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
 from recs.models.retrievers._common import (US_PER_DAY, check_positive, read_meta, read_parquet, seed_items,
                                             StateRows, take_eligible, to_us, top_indices, weighted_events,
                                             write_meta)
+from recs.models.retrievers._growing_csr import GrowingCSR
 
 ATTRS = ("item_id", "category", "subcategory", "brand", "title", "price", "created_at")
+CSC_SLACK = 256     # items added after the column-major copy was built that are scored from a small copy of their own
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -146,7 +148,10 @@ class ContentRetriever(Retriever):
     def _set_items(self, attrs: pl.DataFrame, X: sp.csr_matrix) -> None:
         self.attrs = attrs
         self.X = X.tocsr()
-        self._Xc: sp.csc_matrix | None = None
+        self._grow: GrowingCSR | None = None     # made on the first `add_items`
+        self._Xc: sp.csc_matrix | None = None    # column-major copy of the first `_n_csc` rows, for scoring
+        self._n_csc = 0
+        self._Xc_tail: sp.csc_matrix | None = None   # and of the rows added since
         self.item_ids = np.array(attrs["item_id"].to_list(), dtype=object)
         self._pos = {iid: j for j, iid in enumerate(self.item_ids.tolist())}
         self.created_us = attrs["created_at"].dt.epoch("us").to_numpy().astype(np.int64)
@@ -154,6 +159,30 @@ class ContentRetriever(Retriever):
         self._pop_mult = 1.0 + self.config.popularity_weight * pop / (pop.max() if len(pop) and pop.max() > 0 else 1)
         self._by_created = np.argsort(self.created_us, kind="stable")     # serving: the young items by one search
         self._created_sorted = self.created_us[self._by_created]
+
+    def _append_items(self, rows: pl.DataFrame, X: sp.csr_matrix) -> None:
+        """What `_set_items(attrs + rows, vstack(X, rows' vectors))` gives, in time that grows with the new rows,
+        not the catalog (amortised): the CSR grows in place, the column-major copy is rebuilt only after many
+        additions (`_dense_scores`), the creation order takes the new items by binary search. New items have
+        no events (`pop` 0), so the popularity multipliers of the others do not change and theirs is 1."""
+        if self._grow is None:
+            self._grow = GrowingCSR(self.X)
+        self._grow.append(X)
+        self.X = self._grow.matrix()
+        self._Xc_tail = None
+        n0 = len(self.item_ids)
+        ids = rows["item_id"].to_list()
+        self.attrs = pl.concat([self.attrs, rows], rechunk=False)
+        self.item_ids = np.concatenate([self.item_ids, np.array(ids, dtype=object)])
+        self._pos.update((iid, n0 + j) for j, iid in enumerate(ids))
+        created = rows["created_at"].dt.epoch("us").to_numpy().astype(np.int64)
+        self.created_us = np.concatenate([self.created_us, created])
+        self._pop_mult = np.concatenate([self._pop_mult, np.ones(len(ids))])
+        order = np.argsort(created, kind="stable")           # ties: after the older rows, as a stable argsort
+        at = np.searchsorted(self._created_sorted, created[order], side="right")
+        self._by_created = np.insert(self._by_created, at, n0 + order)
+        self._created_sorted = np.insert(self._created_sorted, at, created[order])
+        self._rows.items_appended(self.item_ids)
 
     @staticmethod
     def _clean(catalog: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -188,7 +217,7 @@ class ContentRetriever(Retriever):
         if rows.height == 0:
             return 0
         rows = rows.with_columns(pl.col("created_at").cast(self.attrs["created_at"].dtype), pl.lit(0.0).alias("pop"))
-        self._set_items(pl.concat([self.attrs, rows]), sp.vstack([self.X, self._vectors(rows)]))
+        self._append_items(rows, self._vectors(rows))
         return rows.height
 
     def _ready(self) -> None:
@@ -227,9 +256,14 @@ class ContentRetriever(Retriever):
 
         Elementwise the same operations as scoring only the items sharing a feature, on whole arrays: the boost
         touches only the items created in the last 10 half-lives, found by one binary search over creation times."""
-        if self._Xc is None:
-            self._Xc = self.X.tocsc()
-        s = self._gather(self._Xc, cols, vals, len(self.item_ids))
+        n = len(self.item_ids)
+        if self._Xc is None or n - self._n_csc > max(CSC_SLACK, self._n_csc // 64):
+            self._Xc, self._n_csc, self._Xc_tail = self.X.tocsc(), n, None
+        s = self._gather(self._Xc, cols, vals, self._n_csc)
+        if n > self._n_csc:     # items added since: the same sums, in the same order, from a small copy
+            if self._Xc_tail is None:
+                self._Xc_tail = self.X[self._n_csc:n].tocsc()
+            s = np.concatenate([s, self._gather(self._Xc_tail, cols, vals, n - self._n_csc)])
         s *= self._pop_mult
         cfg = self.config
         if cfg.new_item_boost > 0:      # only items younger than 10 half-lives: older ones gain < boost / 1000
