@@ -41,6 +41,7 @@ class OnlineState:
         self.created_us = cat["created_at"].dt.epoch("us").to_numpy().astype(np.int64).copy()
         self.blocked_from_us: dict[str, int] = {}
         self._blocked_version = 0
+        self._capacity: dict[str, np.ndarray] = {}     # column name -> buffer its array is a prefix view of
         if sellers is not None:
             for sid, bf in sellers.filter(pl.col("blocked_from").is_not_null()).iter_rows():
                 self.blocked_from_us[sid] = _to_us(bf)
@@ -128,7 +129,9 @@ class OnlineState:
 
     def _append_item(self, item_id: str, a: dict) -> None:
         """Append a new item; every attribute is read first and the id is indexed last, so a bad `a` changes
-        nothing and a lock-free reader never finds an id whose columns are not there yet."""
+        nothing and a lock-free reader never finds an id whose columns are not there yet. Columns keep spare
+        capacity (doubling), so an append costs O(1) amortised, not a copy of the catalog; a reader holding a
+        column from before keeps a valid (shorter) array."""
         missing = [k for k in ("category", "subcategory", "seller_id", "brand", "title", "price") if k not in a]
         if missing:
             raise KeyError(f"new item {item_id!r}: missing attribute(s) {', '.join(missing)}")
@@ -137,14 +140,26 @@ class OnlineState:
             raise ValueError(f"new item {item_id!r}: price must be > 0, got {price}")
         stock, restricted = int(a.get("stock", 0)), bool(a.get("restricted", False))
         created = _to_us(a["created_at"]) if a.get("created_at") else 0
-        for name in ("category", "subcategory", "seller_id", "brand", "title"):
-            setattr(self, name, np.append(getattr(self, name), np.array([a[name]], dtype=object)))
-        self.price = np.append(self.price, price)
-        self.stock = np.append(self.stock, stock)
-        self.restricted = np.append(self.restricted, restricted)
-        self.created_us = np.append(self.created_us, created)
-        self.item_ids = np.append(self.item_ids, np.array([item_id], dtype=object))
-        self.index[item_id] = len(self.item_ids) - 1
+        values = {name: a[name] for name in ("category", "subcategory", "seller_id", "brand", "title")}
+        values.update(price=price, stock=stock, restricted=restricted, created_us=created)
+        n = len(self.item_ids)
+        grown = {name: self._grown(name, v, n) for name, v in values.items()}
+        ids = self._grown("item_ids", item_id, n)
+        for name, col in grown.items():
+            setattr(self, name, col)
+        self.item_ids = ids
+        self.index[item_id] = n
+
+    def _grown(self, name: str, value, n: int) -> np.ndarray:
+        """Column `name` with `value` appended at row `n`, in its spare capacity when it has some."""
+        cur = getattr(self, name)
+        buf = self._capacity.get(name)
+        if buf is None or cur.base is not buf or len(buf) <= n:
+            buf = np.empty(max(16, 2 * (n + 1)), dtype=cur.dtype)
+            buf[:n] = cur
+            self._capacity[name] = buf
+        buf[n] = value
+        return buf[:n + 1]
 
     def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str = "click") -> None:
         """Append a user event to the session history (and the user's, when logged in)."""

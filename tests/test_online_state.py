@@ -57,3 +57,23 @@ def test_a_bad_new_item_changes_nothing(attrs):
         st.apply_inventory("new_item", "z", 1, attrs=attrs)
     assert (len(st), st.version, dict(st.index)) == before
     assert all(len(getattr(st, c)) == 3 for c in ("category", "seller_id", "price", "stock", "created_us"))
+
+
+def test_appends_use_spare_capacity_and_leave_earlier_columns_valid():
+    st = _state()
+    held = st.price                                        # what a lock-free reader took before the appends
+    bases = set()
+    for j in range(40):
+        st.apply_inventory("new_item", f"n{j}", j, attrs={"category": "y", "subcategory": "y1", "seller_id": "s3",
+                                                          "brand": "k", "title": f"t{j}", "price": 10.0 + j,
+                                                          "stock": j})
+        bases.add(id(st.price.base))
+    assert len(bases) < 8, "the price column was copied on (nearly) every append"
+    assert held.tolist() == [1.0, 2.0, 3.0]
+    assert len(st) == 43 and all(len(getattr(st, c)) == 43 for c in (
+        "item_ids", "category", "subcategory", "seller_id", "brand", "title", "price", "stock", "restricted",
+        "created_us"))
+    i = st.index["n7"]
+    assert (st.item_ids[i], st.title[i], st.price[i], st.stock[i], st.category[i]) == ("n7", "t7", 17.0, 7, "y")
+    st.apply_inventory("stock", "n7", 0)                   # in-place updates reach the live column
+    assert st.stock[st.index["n7"]] == 0 and st.is_eligible(["n7", "n8"], T0).tolist() == [False, True]
