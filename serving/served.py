@@ -131,7 +131,8 @@ def startup_served(journaled: dict | None, bundle_path: str | Path, public_key: 
 
     A worker (re)started while others run loads the bundle of the journal's last reload, the one its siblings
     serve, if that path still holds the same version: a bundle overwritten in place after the reload was never
-    reloaded through the admin API, so the worker refuses it and serves `bundle_path`, its start-up bundle."""
+    reloaded through the admin API, so the worker refuses it and serves `bundle_path`, its start-up bundle (or,
+    when that is the same path, what the path holds now, with the reason: nothing else is left to serve)."""
     if journaled is None:
         return load(bundle_path, public_key, cfg), None
     want = journaled.get("version")
@@ -141,6 +142,8 @@ def startup_served(journaled: dict | None, bundle_path: str | Path, public_key: 
         return load(bundle_path, public_key, cfg), f"journaled bundle {journaled.get('bundle')} not loaded ({e})"
     if served.version == want:
         return served, None
+    why = f"journaled bundle {journaled.get('bundle')} is now version {served.version}, not the reloaded {want}"
+    if Path(journaled["bundle"]).resolve() == Path(bundle_path).resolve():
+        return served, why + " (the start-up bundle is that path: no copy of the reloaded version is left)"
     served.bundle.close()
-    return (load(bundle_path, public_key, cfg),
-            f"journaled bundle {journaled.get('bundle')} is now version {served.version}, not the reloaded {want}")
+    return load(bundle_path, public_key, cfg), why

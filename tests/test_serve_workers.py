@@ -293,3 +293,7 @@ def test_a_starting_worker_serves_the_journaled_bundle_only_if_it_is_still_that_
     # the reloaded path is gone
     served, why = startup_served({"bundle": "/b/gone", "version": "m@222"}, "/b/startup", "key", cfg, load)
     assert served.path == "/b/startup" and "not loaded" in why
+    # rebuilt in place: the start-up path is the reloaded path, overwritten again; loaded once, served with the reason
+    n = len(loaded)
+    served, why = startup_served({"bundle": "/b/reloaded", "version": "m@222"}, "/b/reloaded", "key", cfg, load)
+    assert served.version == "m@333" and len(loaded) == n + 1 and not served.closed and "no copy" in why

@@ -175,7 +175,7 @@ class ClickModelRetriever(Retriever):
     def __init__(self, config: ClickModelConfig | None = None) -> None:
         self.config = config or ClickModelConfig()
         self.p: ClickModelParams | None = None
-        self._state_key: tuple[int, int] = (-1, -1)
+        self._state_n = -1                   # state rows the cached per-row arrays cover
         self._state_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._cached_state: OnlineState | None = None
         self._sub_index: dict[str, int] = {}
@@ -265,7 +265,7 @@ class ClickModelRetriever(Retriever):
         self._user_index = {u: j for j, u in enumerate(self.p.user_ids)}
         self._item_index = {i: j for j, i in enumerate(self.p.item_ids)}
         self._sub_index = {str(s): j for j, s in enumerate(self.p.subcats)}
-        self._state_key, self._state_cache, self._cached_state = (-1, -1), None, None
+        self._state_n, self._state_cache, self._cached_state = -1, None, None
         self._price_key: tuple | None = None          # (state, size, version) of the cached relative log prices
         self._rel_price = np.zeros(0)
         n_users = len(self.p.user_ids)
@@ -277,16 +277,16 @@ class ClickModelRetriever(Retriever):
         """Per state row: item vector, bias, reference log price and subcategory index (-1: unknown subcategory).
 
         Built once per state; when the same state has grown (a state only appends items) only the new rows are
-        computed, so a new item costs O(1) look-ups, not O(catalog)."""
+        computed (O(1) look-ups per new item, not O(catalog); the arrays themselves are copied once, vectorised)."""
         n = len(state)
-        if state is self._cached_state and self._state_cache is not None and n == self._state_key[1]:
+        if state is self._cached_state and self._state_cache is not None and n == self._state_n:
             return self._state_cache
-        if state is self._cached_state and self._state_cache is not None and n > self._state_key[1]:
-            new = self._rows_arrays(state, self._state_key[1], n)
+        if state is self._cached_state and self._state_cache is not None and n > self._state_n:
+            new = self._rows_arrays(state, self._state_n, n)
             self._state_cache = tuple(np.concatenate([a, b]) for a, b in zip(self._state_cache, new))
         else:
             self._state_cache = self._rows_arrays(state, 0, n)
-        self._cached_state, self._state_key = state, (id(state), n)
+        self._cached_state, self._state_n = state, n
         return self._state_cache
 
     def _rows_arrays(self, state: OnlineState, lo: int, hi: int

@@ -159,6 +159,7 @@ class ContentRetriever(Retriever):
         self._pop_mult = 1.0 + self.config.popularity_weight * pop / (pop.max() if len(pop) and pop.max() > 0 else 1)
         self._by_created = np.argsort(self.created_us, kind="stable")     # serving: the young items by one search
         self._created_sorted = self.created_us[self._by_created]
+        self._rows = StateRows()      # a new item array (fit or load on this object): nothing cached applies
 
     def _append_items(self, rows: pl.DataFrame, X: sp.csr_matrix) -> None:
         """What `_set_items(attrs + rows, vstack(X, rows' vectors))` gives, in time that grows with the new rows,
