@@ -1,9 +1,10 @@
 """Does more data per user or per item lift the pipeline? (`recs.scenarios.data_volume`, simulator truth.)
 
-Generates, trains (`recs train all` defaults) and evaluates one simulated world per line: about 25 minutes on two
-cores for the five default worlds. `RECS_DATA_VOLUME_WORLDS=demo,users_500` picks some of them.
+Generates, trains (`recs train all` defaults) and evaluates one simulated world per line: 28.6 minutes on two
+cores for the five default worlds (fifth session's run). `RECS_DATA_VOLUME_WORLDS=demo,users_500` picks some of
+them. `make bench` without `BENCH` skips it:
 
-    .venv/bin/python -m benchmarks.run data_volume
+    make bench BENCH=data_volume
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 from recs.scenarios.data_volume import WORLDS, data_volume
+
+RUN_BY_DEFAULT = False      # half an hour: `make bench` runs it only when named
 
 
 def main() -> None:
