@@ -10,6 +10,9 @@ learnt). Logged-in home requests are then ranked over all eligible items by
 - `clicks_plus_shown`: the sum of the two;
 - `logger_belief`: the logging policy's own noisy vector for the user (information the logs never hold);
 - `true_taste`: the user's true vector (the informed ceiling without the price term);
+- `items_from_clicks`: the other way round: the TRUE user vectors, with item vectors and qualities fitted on the
+  same impressions (each item's own part shrunk towards its subcategory's; items never shown get their
+  subcategory's): what the logs reveal about the items, given perfect knowledge of the users;
 
 and each ranking's true CTR is computed from the simulator. If even these stay below a target, no pipeline learnt
 from the same logs can reach it by better item modelling alone.
@@ -28,6 +31,7 @@ class LearnabilityConfig:
     n_requests: int = 2_000     # fresh requests drawn; the logged-in home ones are ranked
     seed: int = 29
     l2: float = 1.0             # Gaussian prior on the user vectors (per parameter)
+    item_l2: float = 3.0        # Gaussian prior on each item's own vector and quality (the click model's default)
     max_iter: int = 300
     holdout_days: int = 1       # training days end where `recs train all` ends them
 
@@ -66,18 +70,68 @@ def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     return P["U"].detach().numpy().astype(np.float64)
 
 
-class _TasteRanking:
-    """Ranks every eligible item by true quality + true item vector . an estimate of the user's taste."""
+def _fit_items(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors and qualities fitted on logged impressions with the TRUE user vectors held fixed: each
+    item's = its subcategory's part + its own part, both under the prior `item_l2` (a rarely shown item stays near
+    its subcategory's, and with few users the subcategory parts cannot run away)."""
+    import torch
 
-    def __init__(self, world, taste: np.ndarray, user_index: dict[str, int]) -> None:
+    from recs.models.retrievers.click_model import position_based_nll
+
+    c = world.catalog
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    it = torch.tensor([iidx[i] for i in imp["item_id"].to_list()])
+    us = torch.tensor([uidx[u] for u in imp["user_id"].to_list()])
+    pos = torch.tensor(imp["position"].to_numpy().clip(0, 19).astype(np.int64))
+    surf = torch.tensor((imp["surface"] == "search").to_numpy().astype(np.int64))
+    y = torch.tensor(imp["clicked"].to_numpy().astype(np.float32))
+    U = torch.tensor(world.users.vec, dtype=torch.float32)
+    sub = torch.tensor(c.subcat)
+    n_sub, d = int(sub.max()) + 1, c.vec.shape[1]
+    names = c.subcat_names
+    # on the search bar, whether the item's subcategory fits the typed prefix (the click model's match term)
+    match = torch.tensor([q is not None and s == "search" and names[c.subcat[j]].startswith(q.lower())
+                          for q, s, j in zip(imp["query"].to_list(), imp["surface"].to_list(), it.tolist())],
+                         dtype=torch.float32)
+    P = {"E": torch.zeros(len(c.subcat), d), "C": torch.zeros(n_sub, d), "b": torch.zeros(len(c.subcat)),
+         "bs": torch.zeros(n_sub), "g": torch.full((1,), -1.0), "theta": torch.zeros(2, 20), "w": torch.zeros(1)}
+    for t in P.values():
+        t.requires_grad_(True)
+    opt = torch.optim.LBFGS(list(P.values()), lr=1, max_iter=cfg.max_iter, history_size=20,
+                            line_search_fn="strong_wolfe")
+    n = len(y)
+
+    def closure():
+        opt.zero_grad()
+        V, q = P["E"] + P["C"][sub], P["b"] + P["bs"][sub]
+        z = P["g"] + q[it] + (U[us] * V[it]).sum(1) + P["w"] * match
+        prior = cfg.item_l2 * sum((P[k] ** 2).sum() for k in ("E", "b", "C", "bs"))
+        loss = position_based_nll(P["theta"][surf, pos], z, y).sum() / n + prior / n
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        V, q = P["E"] + P["C"][sub], P["b"] + P["bs"][sub]
+    return V.numpy().astype(np.float64), q.numpy().astype(np.float64)
+
+
+class _TasteRanking:
+    """Ranks every eligible item by quality + item vector . the user's taste (true item parameters unless given)."""
+
+    def __init__(self, world, taste: np.ndarray, user_index: dict[str, int], item_vec: np.ndarray | None = None,
+                 quality: np.ndarray | None = None) -> None:
         self.world, self.taste, self.user_index = world, taste, user_index
+        self.vec = world.catalog.vec if item_vec is None else item_vec
+        self.quality = world.catalog.quality if quality is None else quality
 
     def rank(self, request, k: int):
         from recs.sim.policies import top_k_ranking
 
-        w, c = self.world, self.world.catalog
+        w = self.world
         rows = np.flatnonzero(w.eligible(request.ts))
-        score = c.quality[rows] + c.vec[rows] @ self.taste[self.user_index[request.user_id]]
+        score = self.quality[rows] + self.vec[rows] @ self.taste[self.user_index[request.user_id]]
         return top_k_ranking(w, rows, score, k, "learnability")
 
 
@@ -111,6 +165,9 @@ def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = Learnabilit
                               for stat in ("mean", "median") for col in ("impressions", "clicks")}, "ctr": {}}
     for name, est in estimates.items():
         out["ctr"][name] = run_policy(_TasteRanking(world, est, uidx), len(reqs), 0, world, requests=reqs).ctr
+    V, q = _fit_items(world, imp, cfg)
+    out["ctr"]["items_from_clicks"] = run_policy(_TasteRanking(world, world.users.vec, uidx, V, q), len(reqs), 0,
+                                                 world, requests=reqs).ctr
     out["ctr"]["logging"] = run_policy(world.logging_policy(), len(reqs), 0, world, requests=reqs).ctr
     out["ctr"]["oracle"] = run_policy(world.oracle_policy(), len(reqs), 0, world, requests=reqs).ctr
     return out

@@ -31,4 +31,5 @@ def test_user_learnability_orders_taste_estimates(tmp_path):
     ctr = out["ctr"]
     assert out["n_requests"] > 50 and out["n_impressions"] > 1000
     assert ctr["true_taste"] > ctr["learnt_from_clicks"] > ctr["logging"] * 0.8
+    assert ctr["true_taste"] > ctr["items_from_clicks"] > ctr["logging"] * 0.8
     assert all(v <= ctr["oracle"] + 1e-9 for v in ctr.values())
