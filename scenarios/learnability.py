@@ -36,6 +36,42 @@ class LearnabilityConfig:
     holdout_days: int = 1       # training days end where `recs train all` ends them
 
 
+def _impression_tensors(world, imp: pl.DataFrame):
+    """(item row, user row, position, surface 1 = search, clicked) of each logged impression, as torch tensors."""
+    import torch
+
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    return (torch.tensor([iidx[i] for i in imp["item_id"].to_list()]),
+            torch.tensor([uidx[u] for u in imp["user_id"].to_list()]),
+            torch.tensor(imp["position"].to_numpy().clip(0, 19).astype(np.int64)),
+            torch.tensor((imp["surface"] == "search").to_numpy().astype(np.int64)),
+            torch.tensor(imp["clicked"].to_numpy().astype(np.float32)))
+
+
+def _minimise(P: dict, loss, max_iter: int) -> None:
+    """Full-batch L-BFGS of `loss()` over the tensors of `P`, on one thread (bit-reproducible, as the click model)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for t in P.values():
+            t.requires_grad_(True)
+        opt = torch.optim.LBFGS(list(P.values()), lr=1, max_iter=max_iter, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            value = loss()
+            value.backward()
+            return value
+
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     """User vectors (n_users, dim) fitted on logged impressions with the true item parameters held fixed."""
     import torch
@@ -43,30 +79,17 @@ def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     from recs.models.retrievers.click_model import position_based_nll
 
     c = world.catalog
-    iidx = {i: j for j, i in enumerate(world.item_ids)}
-    uidx = {u: j for j, u in enumerate(world.user_ids)}
-    it = torch.tensor([iidx[i] for i in imp["item_id"].to_list()])
-    us = torch.tensor([uidx[u] for u in imp["user_id"].to_list()])
-    pos = torch.tensor(imp["position"].to_numpy().clip(0, 19).astype(np.int64))
-    surf = torch.tensor((imp["surface"] == "search").to_numpy().astype(np.int64))
-    y = torch.tensor(imp["clicked"].to_numpy().astype(np.float32))
+    it, us, pos, surf, y = _impression_tensors(world, imp)
     V, Q = torch.tensor(c.vec, dtype=torch.float32), torch.tensor(c.quality, dtype=torch.float32)
     P = {"U": torch.zeros(len(world.user_ids), V.shape[1]), "g": torch.full((1,), -1.0), "a": torch.ones(1),
          "theta": torch.zeros(2, 20)}
-    for t in P.values():
-        t.requires_grad_(True)
-    opt = torch.optim.LBFGS(list(P.values()), lr=1, max_iter=cfg.max_iter, history_size=20,
-                            line_search_fn="strong_wolfe")
     n = len(y)
 
-    def closure():
-        opt.zero_grad()
+    def loss():
         z = P["g"] + P["a"] * Q[it] + (P["U"][us] * V[it]).sum(1)
-        loss = position_based_nll(P["theta"][surf, pos], z, y).sum() / n + cfg.l2 * (P["U"] ** 2).sum() / n
-        loss.backward()
-        return loss
+        return position_based_nll(P["theta"][surf, pos], z, y).sum() / n + cfg.l2 * (P["U"] ** 2).sum() / n
 
-    opt.step(closure)
+    _minimise(P, loss, cfg.max_iter)
     return P["U"].detach().numpy().astype(np.float64)
 
 
@@ -79,13 +102,7 @@ def _fit_items(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[np.nd
     from recs.models.retrievers.click_model import position_based_nll
 
     c = world.catalog
-    iidx = {i: j for j, i in enumerate(world.item_ids)}
-    uidx = {u: j for j, u in enumerate(world.user_ids)}
-    it = torch.tensor([iidx[i] for i in imp["item_id"].to_list()])
-    us = torch.tensor([uidx[u] for u in imp["user_id"].to_list()])
-    pos = torch.tensor(imp["position"].to_numpy().clip(0, 19).astype(np.int64))
-    surf = torch.tensor((imp["surface"] == "search").to_numpy().astype(np.int64))
-    y = torch.tensor(imp["clicked"].to_numpy().astype(np.float32))
+    it, us, pos, surf, y = _impression_tensors(world, imp)
     U = torch.tensor(world.users.vec, dtype=torch.float32)
     sub = torch.tensor(c.subcat)
     n_sub, d = int(sub.max()) + 1, c.vec.shape[1]
@@ -96,22 +113,15 @@ def _fit_items(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[np.nd
                          dtype=torch.float32)
     P = {"E": torch.zeros(len(c.subcat), d), "C": torch.zeros(n_sub, d), "b": torch.zeros(len(c.subcat)),
          "bs": torch.zeros(n_sub), "g": torch.full((1,), -1.0), "theta": torch.zeros(2, 20), "w": torch.zeros(1)}
-    for t in P.values():
-        t.requires_grad_(True)
-    opt = torch.optim.LBFGS(list(P.values()), lr=1, max_iter=cfg.max_iter, history_size=20,
-                            line_search_fn="strong_wolfe")
     n = len(y)
 
-    def closure():
-        opt.zero_grad()
+    def loss():
         V, q = P["E"] + P["C"][sub], P["b"] + P["bs"][sub]
         z = P["g"] + q[it] + (U[us] * V[it]).sum(1) + P["w"] * match
         prior = cfg.item_l2 * sum((P[k] ** 2).sum() for k in ("E", "b", "C", "bs"))
-        loss = position_based_nll(P["theta"][surf, pos], z, y).sum() / n + prior / n
-        loss.backward()
-        return loss
+        return position_based_nll(P["theta"][surf, pos], z, y).sum() / n + prior / n
 
-    opt.step(closure)
+    _minimise(P, loss, cfg.max_iter)
     with torch.no_grad():
         V, q = P["E"] + P["C"][sub], P["b"] + P["bs"][sub]
     return V.numpy().astype(np.float64), q.numpy().astype(np.float64)
