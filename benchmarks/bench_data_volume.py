@@ -19,7 +19,12 @@ RUN_BY_DEFAULT = False      # half an hour: `make bench` runs it only when named
 
 def main() -> None:
     pick = os.environ.get("RECS_DATA_VOLUME_WORLDS")
-    worlds = {n: WORLDS[n] for n in pick.split(",")} if pick else WORLDS
+    names = pick.split(",") if pick else list(WORLDS)
+    unknown = [n for n in names if n not in WORLDS]
+    if unknown:
+        raise SystemExit(f"RECS_DATA_VOLUME_WORLDS: unknown world(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(WORLDS)}")
+    worlds = {n: WORLDS[n] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         out = data_volume(Path(tmp), worlds, log=lambda m: print(f"  {m}", flush=True))
     print(f"{'world':<22} {'imp/user':>8} {'imp/item':>8} {'pipeline':>8} {'x logging':>9} {'% oracle':>8} "

@@ -25,11 +25,9 @@ WORLDS: dict[str, dict] = {
 }
 
 
-def _volume(dataset: Path, train_end) -> dict:
+def _volume(impressions: pl.DataFrame, train_end) -> dict:
     """Median impressions (and clicks) per registered user and per item in the training window."""
-    from recs.datasets.io import read_table
-
-    imp = read_table(dataset, "impressions").filter(pl.col("ts") < train_end)
+    imp = impressions.filter(pl.col("ts") < train_end)
     per_user = imp.filter(pl.col("user_id").is_not_null()).group_by("user_id").agg(
         pl.len().alias("n"), pl.col("clicked").sum().alias("c"))
     per_item = imp.group_by("item_id").agg(pl.len().alias("n"), pl.col("clicked").sum().alias("c"))
@@ -56,10 +54,10 @@ def world_volume_run(name: str, overrides: dict, workdir: Path, seed: int = 0,
     log(f"{name}: trained")
     overall, segments = true_ctr(model, ds, EvaluateConfig())
     learn = user_learnability(ds)
-    train_end = time_split(read_table(ds, "impressions"), TrainConfig())["train_end"]
+    imp = read_table(ds, "impressions")
     return {"world": {"n_users": cfg.n_users, "n_items": cfg.n_items, "days": cfg.days,
                       "requests_per_day": cfg.requests_per_day, "seed": seed},
-            "volume": _volume(ds, train_end),
+            "volume": _volume(imp, time_split(imp, TrainConfig())["train_end"]),
             "true_ctr": {k: v for k, v in overall.items() if not k.endswith(("_stderr", "_violations"))},
             "true_ctr_segments": {s: segments[s] for s in ("anonymous", "logged_in")},
             "learnability_vs_logging": {k: v / learn["ctr"]["logging"] for k, v in learn["ctr"].items()},

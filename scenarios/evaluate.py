@@ -132,6 +132,7 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
                 "informed": world.informed_policy()}
     seg_names = {"anonymous": lambda r: r.user_id is None, "logged_in": lambda r: r.user_id is not None,
                  "home": lambda r: r.surface == "home", "search": lambda r: r.surface == "search"}
+    masks = {seg: np.array([f(r) for r in reqs]) for seg, f in seg_names.items()}
     overall: dict = {}
     seg_out: dict[str, dict] = {}
     for name, pol in policies.items():
@@ -141,8 +142,7 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
         overall[f"{name}_stderr"] = v.ctr_stderr
         overall[f"{name}_purchase_rate"] = v.purchase_rate
         overall[f"{name}_violations"] = v.violations
-        for seg, f in seg_names.items():
-            m = np.array([f(r) for r in reqs])
+        for seg, m in masks.items():
             if m.any():
                 seg_out.setdefault(seg, {})[name] = rewards.value(m).ctr
     overall["pipeline_vs_logging"] = overall["pipeline"] / overall["logging"]

@@ -31,7 +31,7 @@ class LearnabilityConfig:
     n_requests: int = 2_000     # fresh requests drawn; the logged-in home ones are ranked
     seed: int = 29
     l2: float = 1.0             # Gaussian prior on the user vectors (per parameter)
-    item_l2: float = 3.0        # Gaussian prior on each item's own vector and quality (the click model's default)
+    item_l2: float = 3.0        # Gaussian prior on item and subcategory vectors and biases (click model's default)
     max_iter: int = 300
     holdout_days: int = 1       # training days end where `recs train all` ends them
 

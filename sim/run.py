@@ -72,8 +72,6 @@ def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list
     if n_requests <= 0:
         raise ValueError("n_requests must be positive")
     requests = world.sample_requests(n_requests, seed) if requests is None else requests
-    if not requests:
-        raise ValueError("no requests to run the policy on")
     return request_rewards(policy, requests, world).value()
 
 

@@ -279,9 +279,10 @@ class ClickModelRetriever(Retriever):
         Built once per state; when the same state has grown (a state only appends items) only the new rows are
         computed (O(1) look-ups per new item, not O(catalog); the arrays themselves are copied once, vectorised)."""
         n = len(state)
-        if state is self._cached_state and self._state_cache is not None and n == self._state_n:
+        same = state is self._cached_state and self._state_cache is not None
+        if same and n == self._state_n:
             return self._state_cache
-        if state is self._cached_state and self._state_cache is not None and n > self._state_n:
+        if same and n > self._state_n:
             new = self._rows_arrays(state, self._state_n, n)
             self._state_cache = tuple(np.concatenate([a, b]) for a, b in zip(self._state_cache, new))
         else:
