@@ -97,41 +97,52 @@ class StateRows:
     A state only ever appends items, so when the same state has grown only its new rows are looked up, and a
     retriever that appends items (`items_appended`) has only those looked up: a new item costs O(1), not
     O(catalog). Another state or another item array rebuilds the cache. Eligibility itself is always read live.
+    The cache is one tuple (state, item ids, state size, rows) replaced whole, never mutated, so two overlapping
+    calls (threads) each see a consistent one; the id -> position map only grows and is bounds-checked.
     """
 
     def __init__(self) -> None:
-        self._state: OnlineState | None = None
-        self._ids: np.ndarray | None = None
-        self._n_state = -1
-        self._rows = np.zeros(0, dtype=np.int64)
-        self._pos: dict | None = None          # retriever item id -> its position in `item_ids`
+        self._cache: tuple | None = None        # (state, item_ids, len(state) covered, rows)
+        self._pos: tuple | None = None          # (item_ids, retriever item id -> its position in them)
 
     def get(self, state: OnlineState, item_ids: np.ndarray) -> np.ndarray:
         n_state = len(state)
-        if state is not self._state or item_ids is not self._ids or n_state < self._n_state:
-            self._rows, self._pos = state.indices(item_ids), None
-        elif n_state > self._n_state:
-            if self._pos is None:
-                self._pos = {i: j for j, i in enumerate(item_ids.tolist())}
-            rows = self._rows.copy()          # readers holding the old array keep a consistent one
-            for r in range(self._n_state, n_state):
-                j = self._pos.get(state.item_ids[r])
-                if j is not None and rows[j] < 0:
+        c = self._cache
+        if c is None or state is not c[0] or item_ids is not c[1] or n_state < c[2]:
+            rows = state.indices(item_ids)
+        elif n_state > c[2]:
+            pos = self._positions(item_ids)
+            rows = c[3].copy()                  # readers holding the old array keep a consistent one
+            for r in range(c[2], n_state):
+                j = pos.get(state.item_ids[r])
+                if j is not None and j < len(rows) and rows[j] < 0:
                     rows[j] = r
-            self._rows = rows
-        self._state, self._ids, self._n_state = state, item_ids, n_state
-        return self._rows
+        else:
+            return c[3]
+        self._cache = (state, item_ids, n_state, rows)
+        return rows
+
+    def _positions(self, item_ids: np.ndarray) -> dict:
+        """Item id -> position in `item_ids`, built once per item array (extended by `items_appended`)."""
+        p = self._pos
+        if p is None or p[0] is not item_ids:
+            p = (item_ids, {i: j for j, i in enumerate(item_ids.tolist())})
+            self._pos = p
+        return p[1]
 
     def items_appended(self, item_ids: np.ndarray) -> None:
         """The retriever's item array is now `item_ids`: the previous one plus items at its end."""
-        if self._state is None or self._ids is None or len(item_ids) < len(self._ids):
-            self._state = self._ids = None
+        c = self._cache
+        if c is None or len(item_ids) < len(c[1]):
+            self._cache = None
             return
-        old = len(self._ids)
-        self._rows = np.concatenate([self._rows, self._state.indices(item_ids[old:])])
-        if self._pos is not None:
-            self._pos.update((i, old + j) for j, i in enumerate(item_ids[old:].tolist()))
-        self._ids = item_ids
+        state, old_ids, n_state, rows = c
+        old = len(old_ids)
+        self._cache = (state, item_ids, n_state, np.concatenate([rows, state.indices(item_ids[old:])]))
+        p = self._pos
+        if p is not None and p[0] is old_ids:
+            p[1].update((i, old + j) for j, i in enumerate(item_ids[old:].tolist()))
+            self._pos = (item_ids, p[1])
 
 
 def take_eligible(ids: np.ndarray, scores: np.ndarray, query: RetrievalQuery | None, k: int, source: str,
