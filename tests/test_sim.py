@@ -73,7 +73,8 @@ def _mc_check(world: World, prefixes, user_rows, recent, n_draws=40_000, seed=0)
         prop = core.propensity(rep, slates, k, elig)
         cells = pl.DataFrame({"item": slates.ravel(), "pos": np.tile(np.arange(slates.shape[1]), n_draws),
                               "prop": prop.ravel()}).filter(pl.col("item") >= 0)
-        freq = cells.group_by("item", "pos").agg(pl.len().alias("n"), pl.col("prop").first(), pl.col("prop").std().alias("sd"))
+        freq = cells.group_by("item", "pos").agg(pl.len().alias("n"), pl.col("prop").first(),
+                                                 pl.col("prop").std().alias("sd"))
         assert freq["sd"].fill_null(0).max() < 1e-12  # propensity is a function of (request, item, pos)
         f = freq.with_columns((pl.col("n") / n_draws).alias("emp"))
         frequent = f.filter(pl.col("prop") * n_draws >= 30)
