@@ -9,14 +9,16 @@ checked against the updates acknowledged before it started. The dataset, model a
 
 Run: `.venv/bin/python -m benchmarks.run serve`, or
 `.venv/bin/python -m benchmarks.bench_serve [build | profile] [--workers N] [--rates 100,200] [--repeat R]
-[--duration S] [--rank-skip-ms X] [--no-2x] [--clickmodel]` (`profile`: in-process CPU time per stage of the full
-path; `--clickmodel`: a second model and bundle that also hold the click-model retriever, same dataset), and
+[--duration S] [--rank-skip-ms X] [--no-2x] [--clickmodel | --full]` (`profile`: in-process CPU time per stage of
+the full path; `--clickmodel`: a second model and bundle that also hold the click-model retriever, same dataset;
+`--full`: a third with every retriever of `recs train all`'s default set, the RecBole embedding one included), and
 `... bench_serve ranker-variants --model M --dataset D [--variants trees=150,cap=100]`: true CTR of cheaper ranker
 stages on a simulated world, paired with the model as trained.
 
 Retrievers of the benchmark bundle: popularity, covisit, content, suggest (`RETRIEVERS`). The default
-`recs train all` set also holds `embedding` (left out: BPR training on 100K items takes long and needs torch)
-and `clickmodel` (measured with `--clickmodel`; see docs/SERVING.md).
+`recs train all` set also holds `clickmodel` (measured with `--clickmodel`) and `embedding` (RecBole BPR and a
+faiss HNSW index; both measured with `--full`, whose first build trains BPR on the 100K-item dataset; see
+docs/SERVING.md).
 """
 from __future__ import annotations
 
@@ -41,16 +43,26 @@ SWEEP = (100, 200, 300, 400, 600, 800)
 RETRIEVERS = ("popularity", "covisit", "content", "suggest")
 
 
-def build(log=print, clickmodel: bool = False) -> tuple[Path, Path]:
-    """Dataset (100K items), fast model (no embedding; `clickmodel`: with the click model), keys and a signed
-    folder bundle; cached on disk."""
+def _variant(clickmodel: bool, full: bool) -> tuple[str, tuple[str, ...]]:
+    """(file suffix, retrievers) of a benchmark bundle."""
+    from recs.models.registry import KINDS
+
+    if clickmodel and full:
+        raise ValueError("--clickmodel and --full are two different bundles; give one")
+    if full:
+        return "_full", tuple(KINDS)
+    return ("_cm", RETRIEVERS + ("clickmodel",)) if clickmodel else ("", RETRIEVERS)
+
+
+def build(log=print, clickmodel: bool = False, full: bool = False) -> tuple[Path, Path]:
+    """Dataset (100K items), fast model (no embedding; `clickmodel`: with the click model; `full`: every default
+    retriever), keys and a signed folder bundle; cached on disk."""
     from recs.bundle import export_bundle, generate_keypair
     from recs.models.train import TrainConfig, train_all
     from recs.sim import SimConfig, generate_dataset
 
-    suffix = "_cm" if clickmodel else ""
+    suffix, retrievers = _variant(clickmodel, full)
     ds, model, keys, bundle = ROOT / "data", ROOT / f"model{suffix}", ROOT / "keys", ROOT / f"bundle{suffix}"
-    retrievers = RETRIEVERS + (("clickmodel",) if clickmodel else ())
     ROOT.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if not (ds / "catalog.parquet").is_file():
@@ -143,12 +155,12 @@ def _row(r: dict) -> str:
 
 
 def run(workers: int = 1, rates: tuple[int, ...] = SWEEP, repeat: int = 1, duration: float = 10.0,
-        rank_skip_ms: float | None = None, twice: bool = True, clickmodel: bool = False) -> None:
+        rank_skip_ms: float | None = None, twice: bool = True, clickmodel: bool = False, full: bool = False) -> None:
     """Start `recs serve`, sweep, then the 2x run with live updates and the audit check."""
-    bundle, pub = build(clickmodel=clickmodel)
+    bundle, pub = build(clickmodel=clickmodel, full=full)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    tag = f"w{workers}" + ("_cm" if clickmodel else "")
+    tag = f"w{workers}" + _variant(clickmodel, full)[0]
     audit = ROOT / f"served_audit_{tag}.jsonl"
     for old in ROOT.glob(audit.name + "*"):
         old.unlink()
@@ -252,7 +264,7 @@ def _audit_check(audit: Path, sent: list[tuple[float, str, str]]) -> str:
             f"items served after being filtered: {bad}")
 
 
-def profile(n: int = 300, clickmodel: bool = False) -> None:
+def profile(n: int = 300, clickmodel: bool = False, full: bool = False) -> None:
     """In-process CPU time per stage of the full path (known users, 60 % home / 40 % search), and two pauses."""
     import gc
     import random
@@ -267,7 +279,7 @@ def profile(n: int = 300, clickmodel: bool = False) -> None:
     from recs.serving.served import HOME, SEARCH, ServeConfig, limit_native_threads, load_served
 
     limit_native_threads()     # as the server does (one BLAS / OpenMP thread)
-    bundle, pub = build(clickmodel=clickmodel)
+    bundle, pub = build(clickmodel=clickmodel, full=full)
     cfg = ServeConfig(deadline_ms=1e9, shed_queue_ms=1e9, rank_skip_ms=0)
     served = load_served(bundle, pub, cfg)
     rt, p = Runtime(served, cfg), served.pipeline
@@ -324,12 +336,13 @@ def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 20
     import numpy as np
 
     from recs.models.pipeline import Pipeline
+    from recs.scenarios.evaluate import EvaluateConfig, true_ctr_requests
     from recs.sim import World
 
     world = World.load(dataset)
     pipe = Pipeline.load(model, state=world.state)
     pipe.index_new_items()
-    reqs = world.sample_requests(n, 17)            # as `recs evaluate` (EvaluateConfig seed 0, + 17)
+    reqs = true_ctr_requests(world, EvaluateConfig(true_ctr_requests=n))      # `recs evaluate`'s requests
     full = Pipeline.score
     res: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for v in ["base", *variants]:
@@ -395,6 +408,7 @@ def _cli(argv: list[str]) -> None:
     ap.add_argument("--rank-skip-ms", type=float, default=None)
     ap.add_argument("--no-2x", action="store_true")
     ap.add_argument("--clickmodel", action="store_true", help="the bundle that also holds the click model")
+    ap.add_argument("--full", action="store_true", help="the bundle with every default retriever (embedding too)")
     ap.add_argument("--model", type=Path, help="ranker-variants: a model folder (e.g. demo_out/model)")
     ap.add_argument("--dataset", type=Path, help="ranker-variants: its simulated dataset")
     ap.add_argument("--variants", default="trees=150,trees=100,cap=100,cap=60")
@@ -403,13 +417,13 @@ def _cli(argv: list[str]) -> None:
         ranker_variants(a.model, a.dataset, a.variants.split(","))
         return
     if a.what == "build":
-        build(clickmodel=a.clickmodel)
+        build(clickmodel=a.clickmodel, full=a.full)
         return
     if a.what == "profile":
-        profile(clickmodel=a.clickmodel)
+        profile(clickmodel=a.clickmodel, full=a.full)
         return
     run(a.workers, tuple(int(x) for x in a.rates.split(",")), a.repeat, a.duration, a.rank_skip_ms, not a.no_2x,
-        a.clickmodel)
+        a.clickmodel, a.full)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,8 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "--k"),
         max_requests: int = typer.Option(3000, "--max-requests"),
         true_ctr_requests: int = typer.Option(2000, "--true-ctr-requests"),
+        seed: int = typer.Option(0, "--seed", help="Another seed, another disjoint set of fresh requests for the "
+                                 "true CTR (and another sample of hold-out requests beyond --max-requests)."),
         out_file: Path = typer.Option(None, "--out", help="Write the JSON result here too."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -120,7 +122,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{model}: not a trained model folder (no model.json)")
         _dataset(dataset)
         try:
-            cfg = EvaluateConfig(k=k, max_requests=max_requests, true_ctr_requests=true_ctr_requests)
+            cfg = EvaluateConfig(k=k, max_requests=max_requests, true_ctr_requests=true_ctr_requests, seed=seed)
             with console.status("evaluating"):
                 res = evaluate(model, dataset, cfg)
         except ValueError as e:

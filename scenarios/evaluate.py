@@ -24,6 +24,12 @@ from recs.models.pipeline import Pipeline
 from recs.models.state_files import state_frames
 
 
+# Stream of the fresh requests the true CTR is measured on. Until the sixth session it was `seed + 17`, the stream
+# every diagnostic and `benchmarks/bench_ceilings.py` draw from (`sample_requests(n, 17)`), so the requests on which
+# design choices were made were the first ones of the evaluation set. No diagnostic or benchmark draws from this one.
+TRUE_CTR_STREAM = 1_000_017
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     k: int = 10
@@ -116,6 +122,12 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
     return out
 
 
+def true_ctr_requests(world, cfg: EvaluateConfig) -> list:
+    """The fresh requests `true_ctr` measures on: `cfg.true_ctr_requests` of them from the evaluation's own stream
+    (`TRUE_CTR_STREAM`; another `cfg.seed`, another disjoint set)."""
+    return world.sample_requests(cfg.true_ctr_requests, cfg.seed + TRUE_CTR_STREAM)
+
+
 def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict, dict]:
     """True expected CTR of pipeline, logging, oracle and informed-ceiling policies on the same fresh requests.
 
@@ -127,7 +139,7 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
     pipe.index_new_items()
-    reqs = world.sample_requests(cfg.true_ctr_requests, cfg.seed + 17)
+    reqs = true_ctr_requests(world, cfg)
     policies = {"pipeline": pipe, "logging": world.logging_policy(), "oracle": world.oracle_policy(),
                 "informed": world.informed_policy()}
     seg_names = {"anonymous": lambda r: r.user_id is None, "logged_in": lambda r: r.user_id is not None,

@@ -80,6 +80,23 @@ def test_evaluate_reports_segments_and_true_ctr(trained):
     assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
 
 
+def test_true_ctr_requests_are_their_own_stream(trained):
+    """The evaluation's fresh requests are not the ones diagnostics and benchmarks draw (`sample_requests(n, 17)`,
+    the stream they shared until the sixth session), and another seed gives another set."""
+    from recs.scenarios.evaluate import true_ctr_requests
+
+    ds, _, _ = trained
+    world = World.load(ds)
+
+    def draws(reqs):
+        return [(r.user_id, r.surface, r.query) for r in reqs]
+
+    ev = draws(true_ctr_requests(world, EvaluateConfig(true_ctr_requests=300)))
+    assert ev == draws(true_ctr_requests(world, EvaluateConfig(true_ctr_requests=300)))   # reproducible
+    assert ev != draws(world.sample_requests(300, 17))
+    assert ev != draws(true_ctr_requests(world, EvaluateConfig(true_ctr_requests=300, seed=1)))
+
+
 def test_cli_train_and_evaluate_errors(tmp_path, trained):
     r = CliRunner().invoke(app, ["train", "all", "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "not found" in r.output
@@ -87,7 +104,7 @@ def test_cli_train_and_evaluate_errors(tmp_path, trained):
     r = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", str(ds)])
     assert r.exit_code == 2 and "model.json" in r.output
     r = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--dataset", str(ds), "--max-requests", "100",
-                                 "--true-ctr-requests", "0", "--json"])
+                                 "--true-ctr-requests", "0", "--seed", "3", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["kind"] == "evaluate"
 
