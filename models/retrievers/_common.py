@@ -102,12 +102,12 @@ class StateRows:
     """
 
     def __init__(self) -> None:
-        self._cache: tuple | None = None        # (state, item_ids, len(state) covered, rows)
+        self._cache: tuple | None = None        # (state, item_ids, indexed state rows covered, rows)
         self._pos: tuple | None = None          # (item_ids, retriever item id -> its position in them)
 
     def get(self, state: OnlineState, item_ids: np.ndarray) -> np.ndarray:
-        n_state = len(state)
-        c = self._cache
+        c = self._cache                         # read once: another call may replace it meanwhile
+        n_state = len(state.index)              # rows already indexed (a new row's id is indexed after it is added)
         if c is None or state is not c[0] or item_ids is not c[1] or n_state < c[2]:
             rows = state.indices(item_ids)
         elif n_state > c[2]:
@@ -119,10 +119,11 @@ class StateRows:
                     rows[j] = r
         else:
             return c[3]
-        self._cache = (state, item_ids, n_state, rows)
+        if self._cache is c:                    # nobody stored a newer entry while this one was computed
+            self._cache = (state, item_ids, n_state, rows)
         return rows
 
-    def _positions(self, item_ids: np.ndarray) -> dict:
+    def _positions(self, item_ids: np.ndarray) -> dict[str, int]:
         """Item id -> position in `item_ids`, built once per item array (extended by `items_appended`)."""
         p = self._pos
         if p is None or p[0] is not item_ids:
