@@ -109,8 +109,9 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "--k"),
         max_requests: int = typer.Option(3000, "--max-requests"),
         true_ctr_requests: int = typer.Option(2000, "--true-ctr-requests"),
-        seed: int = typer.Option(0, "--seed", help="Another seed, another disjoint set of fresh requests for the "
-                                 "true CTR (and another sample of hold-out requests beyond --max-requests)."),
+        seed: int = typer.Option(0, "--seed", min=0,
+                                 help="Another seed, another independent set of fresh requests for the true CTR "
+                                 "(and another sample of hold-out requests beyond --max-requests)."),
         out_file: Path = typer.Option(None, "--out", help="Write the JSON result here too."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -22,6 +23,9 @@ from recs.evaluators.ranking import MetricAccumulator
 from recs.models.base import RetrievalQuery
 from recs.models.pipeline import Pipeline
 from recs.models.state_files import state_frames
+
+if TYPE_CHECKING:
+    from recs.sim import World
 
 
 # Stream of the fresh requests the true CTR is measured on. Until the sixth session it was `seed + 17`, the stream
@@ -39,8 +43,8 @@ class EvaluateConfig:
     retrievers: bool = True
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.max_requests < 1 or self.true_ctr_requests < 0:
-            raise ValueError("k and max_requests must be >= 1, true_ctr_requests >= 0")
+        if self.k < 1 or self.max_requests < 1 or self.true_ctr_requests < 0 or self.seed < 0:
+            raise ValueError("k and max_requests must be >= 1, true_ctr_requests and seed >= 0")
 
 
 def holdout_state(dataset: Path, as_of: datetime) -> OnlineState:
@@ -104,10 +108,10 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
         new_rel = {i for i in relevant if created.get(i, 0) >= hold_us}
         acc.add(["new_items"], ranking.item_ids, new_rel)
         q = RetrievalQuery(req, pipe.history(req.user_id), state)
-        for kind, r in pipe.retrievers.items():
-            c = r.retrieve(q, cfg.k)
-            per_retriever[kind].add(segs, list(c.item_ids), relevant)
-            per_retriever[kind].add(["new_items"], list(c.item_ids), new_rel)
+        for kind, metrics in per_retriever.items():          # empty with `retrievers=False`
+            c = pipe.retrievers[kind].retrieve(q, cfg.k)
+            metrics.add(segs, list(c.item_ids), relevant)
+            metrics.add(["new_items"], list(c.item_ids), new_rel)
     eligible = int(state.eligible_mask(end).sum())
     out = {
         "kind": "evaluate", "k": cfg.k, "model": str(model_dir), "dataset": str(dataset),
@@ -118,11 +122,13 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
     if (Path(dataset) / "truth" / "config.json").is_file() and cfg.true_ctr_requests:
         log("true click rates from the simulator's oracle")
         out["true_ctr"], out["true_ctr_segments"] = true_ctr(model_dir, Path(dataset), cfg)
+        out["true_ctr_requests"] = {"n": cfg.true_ctr_requests, "seed": cfg.seed,
+                                    "stream": cfg.seed + TRUE_CTR_STREAM}    # `World.sample_requests(n, stream)`
     out["seconds"] = round(time.perf_counter() - t_start, 2)
     return out
 
 
-def true_ctr_requests(world, cfg: EvaluateConfig) -> list:
+def true_ctr_requests(world: "World", cfg: EvaluateConfig) -> list[Request]:
     """The fresh requests `true_ctr` measures on: `cfg.true_ctr_requests` of them from the evaluation's own stream
     (`TRUE_CTR_STREAM`; another `cfg.seed`, another disjoint set)."""
     return world.sample_requests(cfg.true_ctr_requests, cfg.seed + TRUE_CTR_STREAM)

@@ -80,12 +80,12 @@ def test_evaluate_reports_segments_and_true_ctr(trained):
     assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
 
 
-def test_true_ctr_requests_are_their_own_stream(trained):
-    """The evaluation's fresh requests are not the ones diagnostics and benchmarks draw (`sample_requests(n, 17)`,
-    the stream they shared until the sixth session), and another seed gives another set."""
-    from recs.scenarios.evaluate import true_ctr_requests
+def test_true_ctr_requests_are_their_own_stream(trained, monkeypatch):
+    """`evaluate` draws its fresh requests from the evaluation's own stream, not the one diagnostics and benchmarks
+    draw (`sample_requests(n, 17)`, which it shared until the sixth session); another seed gives another set."""
+    from recs.scenarios.evaluate import TRUE_CTR_STREAM, true_ctr_requests
 
-    ds, _, _ = trained
+    ds, model, _ = trained
     world = World.load(ds)
 
     def draws(reqs):
@@ -95,6 +95,19 @@ def test_true_ctr_requests_are_their_own_stream(trained):
     assert ev == draws(true_ctr_requests(world, EvaluateConfig(true_ctr_requests=300)))   # reproducible
     assert ev != draws(world.sample_requests(300, 17))
     assert ev != draws(true_ctr_requests(world, EvaluateConfig(true_ctr_requests=300, seed=1)))
+    seen = []
+    original = World.sample_requests
+
+    def recording(self, n, seed, ts=None):
+        seen.append(seed)
+        return original(self, n, seed, ts)
+
+    monkeypatch.setattr(World, "sample_requests", recording)
+    res = evaluate(model, ds, EvaluateConfig(max_requests=50, true_ctr_requests=40, seed=2, retrievers=False))
+    assert seen == [2 + TRUE_CTR_STREAM]
+    assert res["true_ctr_requests"] == {"n": 40, "seed": 2, "stream": 2 + TRUE_CTR_STREAM}
+    with pytest.raises(ValueError, match="seed"):
+        EvaluateConfig(seed=-1)
 
 
 def test_cli_train_and_evaluate_errors(tmp_path, trained):
