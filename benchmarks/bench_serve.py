@@ -12,8 +12,10 @@ Run: `.venv/bin/python -m benchmarks.run serve`, or
 [--duration S] [--rank-skip-ms X] [--no-2x] [--clickmodel | --full]` (`profile`: in-process CPU time per stage of
 the full path; `--clickmodel`: a second model and bundle that also hold the click-model retriever, same dataset;
 `--full`: a third with every retriever of `recs train all`'s default set, the RecBole embedding one included), and
-`... bench_serve ranker-variants --model M --dataset D [--variants trees=150,cap=100]`: true CTR of cheaper ranker
-stages on a simulated world, paired with the model as trained.
+`... bench_serve ranker-variants --model M --dataset D [--variants trees=150,cap=100] [--requests dev|eval]
+[--dev-seed 17]`: true CTR of cheaper ranker stages on a simulated world, paired with the model as trained, on
+development requests (the default; choices are made on these) or on `recs evaluate`'s own (to report only).
+A cached model whose ranker settings are no longer the code's is retrained.
 
 Retrievers of the benchmark bundle: popularity, covisit, content, suggest (`RETRIEVERS`). The default
 `recs train all` set also holds `clickmodel` (measured with `--clickmodel`) and `embedding` (RecBole BPR and a
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -45,18 +48,30 @@ RETRIEVERS = ("popularity", "covisit", "content", "suggest")
 
 def _variant(clickmodel: bool, full: bool) -> tuple[str, tuple[str, ...]]:
     """(file suffix, retrievers) of a benchmark bundle."""
-    from recs.models.registry import KINDS
+    from recs.models.train import TrainConfig
 
     if clickmodel and full:
         raise ValueError("--clickmodel and --full are two different bundles; give one")
     if full:
-        return "_full", tuple(KINDS)
+        return "_full", tuple(TrainConfig().retrievers)
     return ("_cm", RETRIEVERS + ("clickmodel",)) if clickmodel else ("", RETRIEVERS)
 
 
+def _stale_settings(model: Path) -> list[str]:
+    """Ranker settings of a cached benchmark model that differ from the code's defaults (empty: up to date)."""
+    from dataclasses import asdict
+
+    from recs.models.ranker import RankerConfig
+
+    saved = json.loads((model / "model.json").read_text()).get("ranker", {}).get("config", {})
+    now = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(RankerConfig()).items()}
+    return sorted(k for k in now if k != "base_feature" and saved.get(k) != now[k])   # base: set by the retrievers
+
+
 def build(log=print, clickmodel: bool = False, full: bool = False) -> tuple[Path, Path]:
-    """Dataset (100K items), fast model (no embedding; `clickmodel`: with the click model; `full`: every default
-    retriever), keys and a signed folder bundle; cached on disk."""
+    """Dataset (100K items), a model (four retrievers; `clickmodel`: and the click model; `full`: every default
+    retriever, embedding included), keys and a signed folder bundle; cached on disk, retrained when the cached
+    model's ranker settings are no longer the code's."""
     from recs.bundle import export_bundle, generate_keypair
     from recs.models.train import TrainConfig, train_all
     from recs.sim import SimConfig, generate_dataset
@@ -70,7 +85,11 @@ def build(log=print, clickmodel: bool = False, full: bool = False) -> tuple[Path
                          overwrite=True)
         log(f"dataset: {time.perf_counter() - t:.0f} s")
     t = time.perf_counter()
-    if not (model / "model.json").is_file():
+    stale = _stale_settings(model) if (model / "model.json").is_file() else []
+    if stale:
+        log(f"{model}: ranker settings {stale} differ from the code's; retraining")
+        shutil.rmtree(bundle, ignore_errors=True)
+    if stale or not (model / "model.json").is_file():
         train_all(ds, model, TrainConfig(retrievers=retrievers,
                                          max_ranker_requests=3000, holdout_days=0, ranker_days=1),
                   overwrite=True, log=log)
@@ -330,9 +349,12 @@ def profile(n: int = 300, clickmodel: bool = False, full: bool = False) -> None:
           f"({len(st.blocked_from_us)} blocked sellers)")
 
 
-def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 2000) -> None:
-    """Paired true CTR (the simulator's expected clicks, `recs evaluate`'s requests) of cheaper ranker stages:
-    `trees=N` (the first N trees only) and `cap=N` (only the N best candidates by retrieval rank are scored)."""
+def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 2000, requests: str = "dev",
+                    dev_seed: int = 17) -> None:
+    """Paired true CTR (the simulator's expected clicks) of cheaper ranker stages: `trees=N` (the first N trees
+    only) and `cap=N` (only the N best candidates by retrieval rank are scored). `requests`: "dev", the development
+    requests `sample_requests(n, dev_seed)` that choices are made on, or "eval", `recs evaluate`'s own (to report,
+    never to choose)."""
     import numpy as np
 
     from recs.models.pipeline import Pipeline
@@ -342,8 +364,13 @@ def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 20
     world = World.load(dataset)
     pipe = Pipeline.load(model, state=world.state)
     pipe.index_new_items()
-    reqs = true_ctr_requests(world, EvaluateConfig(true_ctr_requests=n))      # `recs evaluate`'s requests
-    full = Pipeline.score
+    if requests not in ("dev", "eval"):
+        raise ValueError(f"requests must be 'dev' or 'eval', not {requests!r}")
+    reqs = (world.sample_requests(n, dev_seed) if requests == "dev"
+            else true_ctr_requests(world, EvaluateConfig(true_ctr_requests=n)))
+    print(f"requests: {requests}" + (f" (sample_requests({n}, {dev_seed}))" if requests == "dev" else
+                                     " (recs evaluate's)"))
+    as_trained = Pipeline.score
     res: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for v in ["base", *variants]:
         kind, _, val = v.partition("=")
@@ -351,18 +378,18 @@ def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 20
         def score(self, request, ids, feats, use_ranker=True, kind=kind, val=val):
             ranker = self.ranker_for(request)
             if ranker is None or not use_ranker or kind == "base":
-                return full(self, request, ids, feats, use_ranker)
+                return as_trained(self, request, ids, feats, use_ranker)
             if kind == "trees":
                 booster = ranker.booster
                 ranker.booster = _Truncated(booster, int(val))
                 try:
-                    return full(self, request, ids, feats, use_ranker)
+                    return as_trained(self, request, ids, feats, use_ranker)
                 finally:
                     ranker.booster = booster
             if len(ids) <= int(val):
-                return full(self, request, ids, feats, use_ranker)
+                return as_trained(self, request, ids, feats, use_ranker)
             top = np.sort(np.argsort(feats["best_source_rank"], kind="stable")[:int(val)])
-            s = full(self, request, ids[top], {k: x[top] for k, x in feats.items()}, use_ranker)
+            s = as_trained(self, request, ids[top], {k: x[top] for k, x in feats.items()}, use_ranker)
             out = s.min() - 1.0 - np.arange(len(ids)) * 1e-6     # the rest below, in retrieval order
             out[top] = s
             return out
@@ -373,7 +400,7 @@ def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 20
             items = pipe.rank(req, world.k_for(req)).item_ids
             clicks[i], shown[i] = world.expected_reward(req, items).clicks, len(items)
         res[v] = clicks, shown
-    Pipeline.score = full
+    Pipeline.score = as_trained
     base_c, base_s = res["base"]
     print(f"base: true CTR {base_c.sum() / base_s.sum():.5f} over {n} requests")
     for v in variants:
@@ -407,14 +434,18 @@ def _cli(argv: list[str]) -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rank-skip-ms", type=float, default=None)
     ap.add_argument("--no-2x", action="store_true")
-    ap.add_argument("--clickmodel", action="store_true", help="the bundle that also holds the click model")
-    ap.add_argument("--full", action="store_true", help="the bundle with every default retriever (embedding too)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--clickmodel", action="store_true", help="the bundle that also holds the click model")
+    which.add_argument("--full", action="store_true", help="the bundle with every default retriever (embedding too)")
     ap.add_argument("--model", type=Path, help="ranker-variants: a model folder (e.g. demo_out/model)")
     ap.add_argument("--dataset", type=Path, help="ranker-variants: its simulated dataset")
     ap.add_argument("--variants", default="trees=150,trees=100,cap=100,cap=60")
+    ap.add_argument("--requests", choices=["dev", "eval"], default="dev",
+                    help="ranker-variants: development requests (choose on these) or recs evaluate's (report only)")
+    ap.add_argument("--dev-seed", type=int, default=17, help="ranker-variants: seed of the development requests")
     a = ap.parse_args(argv)
     if a.what == "ranker-variants":
-        ranker_variants(a.model, a.dataset, a.variants.split(","))
+        ranker_variants(a.model, a.dataset, a.variants.split(","), requests=a.requests, dev_seed=a.dev_seed)
         return
     if a.what == "build":
         build(clickmodel=a.clickmodel, full=a.full)
