@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 # Stream of the fresh requests the true CTR is measured on. Until the sixth session it was `seed + 17`, the stream
 # every diagnostic and `benchmarks/bench_ceilings.py` draw from (`sample_requests(n, 17)`), so the requests on which
-# design choices were made were the first ones of the evaluation set. No diagnostic or benchmark draws from this one.
+# design choices were made were the first ones of the evaluation set. Nothing chooses on this one (`bench_serve
+# ranker-variants --requests eval` only reports on it). `log_policy` draws `seed + 1_000_003`: equal to this stream
+# at evaluation seed 14 only.
 TRUE_CTR_STREAM = 1_000_017
 
 
@@ -130,7 +132,7 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
 
 def true_ctr_requests(world: "World", cfg: EvaluateConfig) -> list[Request]:
     """The fresh requests `true_ctr` measures on: `cfg.true_ctr_requests` of them from the evaluation's own stream
-    (`TRUE_CTR_STREAM`; another `cfg.seed`, another disjoint set)."""
+    (`TRUE_CTR_STREAM`; another `cfg.seed`, another independent set)."""
     return world.sample_requests(cfg.true_ctr_requests, cfg.seed + TRUE_CTR_STREAM)
 
 
