@@ -1,8 +1,8 @@
 """Does more data per user or per item lift the pipeline? (`recs.scenarios.data_volume`, simulator truth.)
 
-Generates, trains (`recs train all` defaults) and evaluates one simulated world per line: 28.6 minutes on two
-cores for the five default worlds (fifth session's run). `RECS_DATA_VOLUME_WORLDS=demo,users_500` picks some of
-them. `make bench` without `BENCH` skips it:
+Generates, trains (`recs train all` defaults) and evaluates one simulated world per line: 14.8 minutes on two
+cores for the five default worlds with nothing else running (sixth session; 28.6 in the fifth, beside other jobs).
+`RECS_DATA_VOLUME_WORLDS=demo,users_500` picks some of them. `make bench` without `BENCH` skips it:
 
     make bench BENCH=data_volume
 """
