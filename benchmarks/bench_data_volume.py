@@ -14,7 +14,7 @@ from pathlib import Path
 
 from recs.scenarios.data_volume import WORLDS, data_volume
 
-RUN_BY_DEFAULT = False      # half an hour: `make bench` runs it only when named
+RUN_BY_DEFAULT = False      # 15-30 minutes: `make bench` runs it only when named
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Run every benchmark module (`benchmarks/bench_*.py`, each with a `main()` that prints figures).
 
 `python -m benchmarks.run [NAME ...]` runs all, or those whose name contains one of NAME. A module that sets
-`RUN_BY_DEFAULT = False` (the half-hour data-volume benchmark) runs only when named.
+`RUN_BY_DEFAULT = False` (the 15-30 minute data-volume benchmark) runs only when named.
 Benchmarks print figures and ratios; nothing here asserts on wall time.
 """
 from __future__ import annotations
