@@ -13,9 +13,8 @@ Run: `.venv/bin/python -m benchmarks.run serve`, or
 the full path; `--clickmodel`: a second model and bundle that also hold the click-model retriever, same dataset;
 `--full`: a third with every retriever of `recs train all`'s default set, the RecBole embedding one included), and
 `... bench_serve ranker-variants --model M --dataset D [--variants trees=150,cap=100] [--requests dev|eval]
-[--dev-seed 17]`: true CTR of cheaper ranker stages on a simulated world, paired with the model as trained, on
-development requests (the default; choices are made on these) or on `recs evaluate`'s own (to report only).
-A cached model whose ranker settings are no longer the code's is retrained.
+[--dev-seed 17]`: true CTR of cheaper ranker stages (`benchmarks/ranker_variants.py`). A cached model whose ranker
+settings are no longer the code's is retrained.
 
 Retrievers of the benchmark bundle: popularity, covisit, content, suggest (`RETRIEVERS`). The default
 `recs train all` set also holds `clickmodel` (measured with `--clickmodel`) and `embedding` (RecBole BPR and a
@@ -63,7 +62,11 @@ def _stale_settings(model: Path) -> list[str]:
 
     from recs.models.ranker import RankerConfig
 
-    saved = json.loads((model / "model.json").read_text()).get("ranker", {}).get("config", {})
+    meta = model / "model.json"
+    try:
+        saved = json.loads(meta.read_text()).get("ranker", {}).get("config", {})
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{meta}: not valid JSON ({e}); delete {model} to retrain it") from None
     now = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(RankerConfig()).items()}
     return sorted(k for k in now if k != "base_feature" and saved.get(k) != now[k])   # base: set by the retrievers
 
@@ -349,77 +352,6 @@ def profile(n: int = 300, clickmodel: bool = False, full: bool = False) -> None:
           f"({len(st.blocked_from_us)} blocked sellers)")
 
 
-def ranker_variants(model: Path, dataset: Path, variants: list[str], n: int = 2000, requests: str = "dev",
-                    dev_seed: int = 17) -> None:
-    """Paired true CTR (the simulator's expected clicks) of cheaper ranker stages: `trees=N` (the first N trees
-    only) and `cap=N` (only the N best candidates by retrieval rank are scored). `requests`: "dev", the development
-    requests `sample_requests(n, dev_seed)` that choices are made on, or "eval", `recs evaluate`'s own (to report,
-    never to choose)."""
-    import numpy as np
-
-    from recs.models.pipeline import Pipeline
-    from recs.scenarios.evaluate import EvaluateConfig, true_ctr_requests
-    from recs.sim import World
-
-    world = World.load(dataset)
-    pipe = Pipeline.load(model, state=world.state)
-    pipe.index_new_items()
-    if requests not in ("dev", "eval"):
-        raise ValueError(f"requests must be 'dev' or 'eval', not {requests!r}")
-    reqs = (world.sample_requests(n, dev_seed) if requests == "dev"
-            else true_ctr_requests(world, EvaluateConfig(true_ctr_requests=n)))
-    print(f"requests: {requests}" + (f" (sample_requests({n}, {dev_seed}))" if requests == "dev" else
-                                     " (recs evaluate's)"))
-    as_trained = Pipeline.score
-    res: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for v in ["base", *variants]:
-        kind, _, val = v.partition("=")
-
-        def score(self, request, ids, feats, use_ranker=True, kind=kind, val=val):
-            ranker = self.ranker_for(request)
-            if ranker is None or not use_ranker or kind == "base":
-                return as_trained(self, request, ids, feats, use_ranker)
-            if kind == "trees":
-                booster = ranker.booster
-                ranker.booster = _Truncated(booster, int(val))
-                try:
-                    return as_trained(self, request, ids, feats, use_ranker)
-                finally:
-                    ranker.booster = booster
-            if len(ids) <= int(val):
-                return as_trained(self, request, ids, feats, use_ranker)
-            top = np.sort(np.argsort(feats["best_source_rank"], kind="stable")[:int(val)])
-            s = as_trained(self, request, ids[top], {k: x[top] for k, x in feats.items()}, use_ranker)
-            out = s.min() - 1.0 - np.arange(len(ids)) * 1e-6     # the rest below, in retrieval order
-            out[top] = s
-            return out
-
-        Pipeline.score = score
-        clicks, shown = np.zeros(n), np.zeros(n)
-        for i, req in enumerate(reqs):
-            items = pipe.rank(req, world.k_for(req)).item_ids
-            clicks[i], shown[i] = world.expected_reward(req, items).clicks, len(items)
-        res[v] = clicks, shown
-    Pipeline.score = as_trained
-    base_c, base_s = res["base"]
-    print(f"base: true CTR {base_c.sum() / base_s.sum():.5f} over {n} requests")
-    for v in variants:
-        c, sh = res[v]
-        d = c - base_c
-        print(f"{v}: true CTR {c.sum() / sh.sum():.5f}, {c.sum() / sh.sum() - base_c.sum() / base_s.sum():+.5f} "
-              f"(paired stderr {np.std(d, ddof=1) * np.sqrt(n) / base_s.sum():.5f})")
-
-
-class _Truncated:
-    """A booster that predicts with its first `n` trees."""
-
-    def __init__(self, booster, n: int) -> None:
-        self.booster, self.n = booster, n
-
-    def predict(self, X, num_iteration=None, num_threads=1):
-        return self.booster.predict(X, num_iteration=self.n, num_threads=num_threads)
-
-
 def main() -> None:
     """The default benchmark: one worker, the full sweep, the 2x run."""
     run()
@@ -445,6 +377,8 @@ def _cli(argv: list[str]) -> None:
     ap.add_argument("--dev-seed", type=int, default=17, help="ranker-variants: seed of the development requests")
     a = ap.parse_args(argv)
     if a.what == "ranker-variants":
+        from benchmarks.ranker_variants import ranker_variants
+
         ranker_variants(a.model, a.dataset, a.variants.split(","), requests=a.requests, dev_seed=a.dev_seed)
         return
     if a.what == "build":
