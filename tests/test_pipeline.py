@@ -117,9 +117,11 @@ def test_cli_train_and_evaluate_errors(tmp_path, trained):
     r = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", str(ds)])
     assert r.exit_code == 2 and "model.json" in r.output
     r = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--dataset", str(ds), "--max-requests", "100",
-                                 "--true-ctr-requests", "0", "--seed", "3", "--json"])
+                                 "--true-ctr-requests", "20", "--seed", "3", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["kind"] == "evaluate"
+    res = json.loads(r.output)
+    assert res["kind"] == "evaluate"
+    assert res["true_ctr_requests"]["seed"] == 3                 # the CLI's --seed reaches the evaluation
 
 
 def test_cli_train_all_defaults_are_train_config_defaults(tmp_path, trained, monkeypatch):
