@@ -180,6 +180,27 @@ def test_retriever_contract_skips_ineligible_items(bpr) -> None:
     assert bpr.retrieve(RetrievalQuery(anon), k=5).source == "embedding:session"
 
 
+def test_retriever_contract_returns_the_best_eligible_items(bpr) -> None:
+    """Most of the user's best items out of stock (and an item the index never saw in the state): the k returned
+    are exactly the best eligible ones by exact score, whatever share of the head was filtered."""
+    ranked, _ = bpr.retrieve_items("u6", (), k=len(bpr.item_ids))
+    gone = set(ranked[:40:2]) | set(ranked[:12])
+    state = OnlineState(_catalog(bpr.item_ids.tolist() + ["never indexed"], gone))
+    req = Request("r1", T0 + timedelta(days=3), "home", "u6", "s6")
+    cands = bpr.retrieve(RetrievalQuery(req, state=state), k=15)
+    exact = bpr.score_items(["u6"])[0]
+    ok = state.is_eligible(bpr.item_ids.tolist(), req.ts)
+    best = bpr.item_ids[np.argsort(-np.where(ok, exact, -np.inf), kind="stable")[:15]]
+    assert set(cands.item_ids.tolist()) == set(best.tolist())
+    # an item sold out after a first request is skipped by the next one (eligibility is read live)
+    state.apply_inventory("stock", str(cands.item_ids[0]), 0)
+    again = bpr.retrieve(RetrievalQuery(req, state=state), k=15)
+    assert str(cands.item_ids[0]) not in set(again.item_ids.tolist()) and len(again) == 15
+    anon = Request("r3", T0 + timedelta(days=3), "home", None, "s9")       # nothing known: popular, eligible
+    pop = bpr.retrieve(RetrievalQuery(anon, state=state), k=10)
+    assert pop.source == "embedding:popular" and len(pop) == 10 and state.is_eligible(pop.item_ids.tolist()).all()
+
+
 def test_fit_on_training_data_uses_only_rows_before_as_of(inter) -> None:
     late = pl.DataFrame({"event_id": ["late"], "ts": [T0 + timedelta(days=400)], "user_id": ["u1"],
                          "session_id": ["s1"], "kind": ["click"], "item_id": ["brand new"], "request_id": [None],

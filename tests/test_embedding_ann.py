@@ -57,6 +57,31 @@ def test_excluded_ids_never_come_back(kind: str) -> None:
     assert (ids[0] >= 0).all() and len(set(ids[0].tolist())) == 20
 
 
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "flat"])
+def test_allow_mask_returns_the_best_allowed_ids(kind: str) -> None:
+    """Half the ids (the best ones first) disallowed: one search returns the best allowed ones, not fewer."""
+    x, q = _vectors(3000, 16)
+    index = AnnIndex.build(x, AnnConfig(kind=kind), queries=q)
+    rng = np.random.default_rng(3)
+    allow = rng.random(len(x)) < 0.5
+    head = index.search(q[:1], 40)[0][0]
+    allow[head[:30]] = False                                   # most of the unfiltered head is gone
+    allow[head[30:]] = True
+    ids, scores = index.search(q[:20], 50, allow=allow, exclude=[int(head[30])])
+    assert (ids >= 0).all() and allow[ids].all() and int(head[30]) not in set(ids[0].tolist())
+    allowed = np.flatnonzero(allow)
+    allowed = allowed[allowed != head[30]]
+    truth = allowed[_exact_top(x[allowed], q[:20], 50)]       # exact search over the allowed ids only
+    recall = recall_at_k(ids, truth)
+    assert recall == 1.0 if kind == "flat" else recall >= 0.95
+    if kind == "flat":
+        np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q[:20], x[ids]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="allow"):
+        index.search(q[:1], 5, allow=allow[:-1])
+    none, _ = index.search(q[:1], 5, allow=np.zeros(len(x), dtype=bool))
+    assert (none == -1).all()
+
+
 def test_save_load_gives_identical_results(tmp_path) -> None:
     x, q = _vectors(3000, 16)
     index = AnnIndex.build(x, AnnConfig(kind="hnsw"), queries=q)

@@ -159,9 +159,12 @@ class AnnIndex:
         return params
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray | None = None
+        self, queries: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray | None = None,
+        allow: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` (ids, inner products) per query row, best first; ids in `exclude` never appear; -1 pads."""
+        """Top-`k` (ids, inner products) per query row, best first; -1 pads. Ids in `exclude` never appear, nor
+        ids whose entry in the boolean mask `allow` (ntotal,) is False: one search skips them, so the top `k` are
+        the best allowed ids, not the best ids filtered afterwards."""
         q = _as_matrix(np.atleast_2d(queries), "queries")
         if q.shape[1] != self.dim:
             raise ValueError(f"queries: dimension {q.shape[1]} != index dimension {self.dim}")
@@ -169,9 +172,19 @@ class AnnIndex:
             raise ValueError(f"k: must be >= 1, got {k}")
         ex = None if exclude is None else np.unique(np.asarray(list(exclude) if not isinstance(exclude, np.ndarray)
                                                                 else exclude, dtype=np.int64))
-        # the selectors stay referenced here for the whole search: the C++ side does not own them
-        inner = faiss.IDSelectorBatch(ex) if ex is not None and ex.size else None
-        sel = faiss.IDSelectorNot(inner) if inner is not None else None
+        # the selectors (and the bitmap) stay referenced here for the whole search: the C++ side does not own them
+        if allow is not None:
+            allow = np.asarray(allow, dtype=bool)
+            if allow.shape != (self.ntotal,):
+                raise ValueError(f"allow: shape {allow.shape} != ({self.ntotal},)")
+            if ex is not None and ex.size:
+                allow = allow.copy()
+                allow[ex[(ex >= 0) & (ex < self.ntotal)]] = False
+            bitmap = np.packbits(allow, bitorder="little")     # faiss reads bit i & 7 of byte i >> 3
+            sel = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bitmap))
+        else:
+            inner = faiss.IDSelectorBatch(ex) if ex is not None and ex.size else None
+            sel = faiss.IDSelectorNot(inner) if inner is not None else None
         faiss.omp_set_num_threads(self.config.num_threads)
         scores, ids = self.index.search(q, min(k, self.ntotal), params=self._params(sel))
         return ids, scores

@@ -29,10 +29,10 @@ from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
 from recs.models.embedding.ann_index import AnnConfig, AnnIndex
 from recs.models.embedding.recbole_train import EmbeddingConfig, TrainedEmbeddings, train_embeddings
 from recs.models.embedding.sequence import SequenceEncoder
+from recs.models.retrievers._common import StateRows
 
 FORMAT_VERSION = 1
 SOURCES = ("user", "sequence", "session", "popular")
-_MAX_ROUNDS = 6
 
 
 @dataclass
@@ -69,6 +69,7 @@ class EmbeddingRetriever(Retriever):
         self.config = config or RetrieverConfig()
         self.emb: TrainedEmbeddings | None = None
         self.index: AnnIndex | None = None
+        self._state_rows = StateRows()      # indexed item -> row of the live state
 
     # ---------------------------------------------------------------- fitting
     def fit(self, data: TrainingData | pl.DataFrame, valid: pl.DataFrame | None = None) -> "EmbeddingRetriever":
@@ -150,8 +151,9 @@ class EmbeddingRetriever(Retriever):
 
     def _retrieve(
         self, user_id: str | None, recent_item_ids: Sequence[str], k: int, exclude: Iterable[str],
-        history: Sequence[str] | None,
+        history: Sequence[str] | None, allow: np.ndarray | None = None,
     ) -> tuple[list[str], np.ndarray, str]:
+        """`allow`: boolean mask over the indexed items (None: all); the others are skipped like `exclude`."""
         if k < 1:
             raise ValueError(f"k: must be >= 1, got {k}")
         emb = self._ready()
@@ -160,28 +162,29 @@ class EmbeddingRetriever(Retriever):
         if q is None:
             pop = emb.item_popularity.astype(np.float64)
             pop[ex] = -np.inf
+            if allow is not None:
+                pop[~allow] = -np.inf
             top = np.argsort(-pop, kind="stable")[:k]
             top = top[np.isfinite(pop[top])]
             return emb.item_ids[top].tolist(), pop[top].astype(np.float32), source
-        ids, scores = self.index.search(q[None, :], k, exclude=ex)  # type: ignore[union-attr]
+        ids, scores = self.index.search(q[None, :], k, exclude=ex, allow=allow)  # type: ignore[union-attr]
         keep = ids[0] >= 0
         return emb.item_ids[ids[0][keep]].tolist(), scores[0][keep].astype(np.float32), source
 
     def retrieve(self, query: RetrievalQuery, k: int) -> Candidates:
-        """The `Retriever` contract: candidates for one request, skipping items ineligible in `query.state`."""
+        """The `Retriever` contract: candidates for one request, skipping items ineligible in `query.state`.
+
+        One index search with the live eligibility of every indexed item as its filter (the items' state rows are
+        cached, `StateRows`): the best `k` eligible items, however many of the best ones are out of stock."""
         req = query.request
         history = list(query.history) if query.history else None
-        excluded: list[str] = []
-        for _ in range(_MAX_ROUNDS):  # search, drop ineligible hits, search again without them
-            ids, scores, source = self._retrieve(req.user_id, req.recent_items, k, excluded, history)
-            if query.state is None or not ids:
-                break
-            ok = np.asarray(query.state.is_eligible(ids, req.ts), dtype=bool)
-            if ok.all():
-                break
-            excluded += [i for i, good in zip(ids, ok) if not good]
-            ids, scores = [i for i, good in zip(ids, ok) if good], scores[ok]
-        ids, scores = ids[:k], scores[:k]
+        allow = None
+        if query.state is not None:
+            rows = self._state_rows.get(query.state, self._ready().item_ids)
+            allow = rows >= 0
+            if allow.any():
+                allow[allow] = query.state.eligible_mask(req.ts, rows[allow])
+        ids, scores, source = self._retrieve(req.user_id, req.recent_items, k, (), history, allow)
         return Candidates(np.array(ids, dtype=object), np.asarray(scores, dtype=float), f"{self.kind}:{source}")
 
     def score_items(self, user_ids: Sequence[str], item_ids: Sequence[str] | None = None) -> np.ndarray:
