@@ -50,8 +50,13 @@ def train_all_cmd(
     if as_json:
         print_json(meta)
         return
+    _model_table(meta, out_dir)
+
+
+def _model_table(meta: dict, out_dir: Path) -> None:
     t = Table(title=f"model {meta['policy_id']}", show_header=False)
     t.add_row("training window", f"{meta['training_window']['start']} .. {meta['training_window']['end']}")
+    t.add_row("ranker window", f"{meta['ranker_window']['start']} .. {meta['ranker_window']['end']}")
     t.add_row("hold-out", f"{meta['holdout']['start']} .. {meta['holdout']['end']}")
     t.add_row("retrievers", ", ".join(meta["retrievers"]))
     t.add_row("ranker valid NDCG@10", f"{meta['ranker']['valid_ndcg']:.4f}")
@@ -63,40 +68,76 @@ def train_all_cmd(
 
 @train_app.command("retriever")
 def train_retriever_cmd(
-    kind: str = typer.Option(..., "--kind", help="popularity | covisit | content | embedding | suggest"),
+    kind: str = typer.Option(..., "--kind", help="popularity | covisit | content | embedding | suggest | clickmodel"),
     dataset: Path = typer.Option(..., "--dataset"),
     out_dir: Path = typer.Option(..., "--out"),
+    until: str = typer.Option(None, "--until", help="Train on data before this time (ISO 8601; default: all). "
+                              "For `recs train ranker`, leave the ranker's days after it."),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit one retriever on the whole dataset and save it."""
-    from recs.models.registry import KINDS, make_retriever
-    from recs.models.train import Tables
+    """Fit one retriever and save it with where its training data ends (training.json)."""
+    from recs.models.registry import KINDS
+    from recs.models.train_stages import train_one_retriever
 
     if kind not in KINDS:
         fail(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     _dataset(dataset)
     check_output_dir(out_dir, overwrite)
-    tables = Tables.read(dataset)
-    end = tables.impressions["ts"].max()
-    from datetime import timedelta
-
-    with console.status(f"fitting {kind}"):
-        r = make_retriever(kind).fit(tables.before(end + timedelta(microseconds=1)))
-        r.save(out_dir)
-    out.print(f"{kind} retriever written to [bold]{out_dir}[/]")
+    cut = _parse_time(until, "--until") if until else None
+    try:
+        with console.status(f"fitting {kind}"):
+            rec = train_one_retriever(dataset, kind, out_dir, cut, overwrite=overwrite)
+    except (ValueError, FileExistsError) as e:
+        fail(str(e))
+    if as_json:
+        print_json(rec)
+        return
+    out.print(f"{kind} retriever (data before {rec['trained_until']}) written to [bold]{out_dir}[/] "
+              f"in {rec['seconds']:.1f} s")
 
 
 @train_app.command("ranker")
 def train_ranker_cmd(
     dataset: Path = typer.Option(..., "--dataset"),
-    out_dir: Path = typer.Option(..., "--out"),
-    labels: Path = typer.Option(None, "--labels", help="Unused: labels are rebuilt point-in-time (see docs)."),
-    retrievers_dirs: list[Path] = typer.Option(None, "--retrievers"),
+    labels: Path = typer.Option(..., "--labels", help="Output of `recs labels`, as of the hold-out's start "
+                                "at the latest."),
+    retrievers_dirs: list[Path] = typer.Option(..., "--retrievers", help="Folders of `recs train retriever` "
+                                               "(repeat the option); the ranker learns on the days after them."),
+    out_dir: Path = typer.Option(..., "--out", help="Model folder to write (serves these retrievers)."),
+    holdout_days: int = typer.Option(1, "--holdout-days", help="Last days held out for `recs evaluate`."),
+    max_ranker_requests: int = typer.Option(None, "--max-ranker-requests", help="Default: TrainConfig's."),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The ranker is trained together with its retrievers by `recs train all` (it needs their features)."""
-    fail("train the ranker with `recs train all` (it fits the retrievers the ranker's features come from, "
-         "on the days before the ranker window, so no label leaks into them)")
+    """LightGBM rankers over saved retrievers, on the labelled days between them and the hold-out."""
+    from recs.models.train import TrainConfig
+    from recs.models.train_stages import train_ranker_on
+
+    _dataset(dataset)
+    check_output_dir(out_dir, overwrite)
+    try:
+        extra = {"max_ranker_requests": max_ranker_requests} if max_ranker_requests is not None else {}
+        cfg = TrainConfig(holdout_days=holdout_days, **extra)
+        with console.status("training the ranker") as status:
+            meta = train_ranker_on(dataset, labels, list(retrievers_dirs), out_dir, cfg, overwrite=overwrite,
+                                   log=lambda msg: (status.update(msg), console.log(msg)))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        print_json(meta)
+        return
+    _model_table(meta, out_dir)
+
+
+def _parse_time(text: str, option: str):
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option}: cannot parse {text!r} as an ISO 8601 time (e.g. 2026-01-09 or 2026-01-09T00:00:00Z)")
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def register(app: typer.Typer) -> None:

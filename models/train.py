@@ -147,10 +147,36 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     t0 = time.perf_counter()
     early = fit_retrievers(tables.before(win["ranker_start"]), cfg, log)
     times["retrievers_early"] = time.perf_counter() - t0
-    # 2. ranker rows on the ranker window
+    # 2. the rankers on the ranker window, their features from those retrievers
+    fit = fit_rankers(tables, labels, early, win, cfg, log, times)
+    # 3. serving retrievers on all training days
     t0 = time.perf_counter()
-    ranker_labels = labels.filter(pl.col("ts") >= win["ranker_start"])
+    final = fit_retrievers(tables.before(win["train_end"]), cfg, log) if cfg.refit_retrievers else early
+    times["retrievers_final"] = time.perf_counter() - t0
+    return write_model(Path(dataset), out, tables, final, fit, win, cfg, times, t_all, overwrite)
+
+
+@dataclass
+class FittedRankers:
+    """The rankers of a model (`personal`, and `cold` when trained) with what model.json says of them."""
+
+    rankers: dict
+    meta: dict
+    config: RankerConfig
+    rows: int
+    requests: int
+
+
+def fit_rankers(tables: Tables, labels: pl.DataFrame, retrievers: dict, win: dict[str, datetime], cfg: TrainConfig,
+                log: Progress, times: dict[str, float]) -> FittedRankers:
+    """The rankers on the labelled impressions of [ranker_start, train_end), with features from `retrievers`
+    (which must have been fitted on data before ranker_start, so no label of a row has been seen by them)."""
+    t0 = time.perf_counter()
+    ranker_labels = labels.filter((pl.col("ts") >= win["ranker_start"]) & (pl.col("ts") < win["train_end"]))
     rids = ranker_labels["request_id"].unique().sort()
+    if rids.len() == 0:
+        raise ValueError(f"no labelled impressions in the ranker window {win['ranker_start']:%Y-%m-%d %H:%M} to "
+                         f"{win['train_end']:%Y-%m-%d %H:%M}")
     rng = np.random.default_rng(cfg.seed)
     if rids.len() > cfg.max_ranker_requests:
         rids = pl.Series(rng.choice(rids.to_numpy(), cfg.max_ranker_requests, replace=False))
@@ -160,12 +186,13 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     from recs.datasets.online_state import OnlineState
 
     vocab = Vocab.from_catalog(tables.catalog)
-    early_pipe = Pipeline(early, None, build_snapshot(tables.catalog, tables.interactions, tables.impressions,
-                                                      tables.events, win["ranker_start"], vocab),
+    early_pipe = Pipeline(retrievers, None, build_snapshot(tables.catalog, tables.interactions, tables.impressions,
+                                                           tables.events, win["ranker_start"], vocab),
                           OnlineState(early_state_cat, tables.sellers),
                           _histories(tables.interactions, win["ranker_start"]), cfg.blend, cfg.rerank)
     days = sorted({day_start(r.ts) for r in requests.values()})
     snaps = day_snapshots(tables.catalog, tables.interactions, tables.impressions, tables.events, days)
+    times["ranker_requests"] = time.perf_counter() - t0
     # two rankers: one for visitors with a signal (history or session clicks), trained on their logged slates plus
     # unshown candidates as negatives; one for context-free visitors, trained on every request's logged slate only
     # (within-slate contrasts, position-debiased): measured better for them than either alternative (docs/PIPELINE.md).
@@ -177,7 +204,7 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
     else:
         groups = {"personal": requests}
     rankers, ranker_meta, n_rows = {}, {}, 0
-    ranker_cfg = cfg.ranker if "clickmodel" in early else replace(cfg.ranker, base_feature=None)
+    ranker_cfg = cfg.ranker if "clickmodel" in retrievers else replace(cfg.ranker, base_feature=None)
     for name, reqs in groups.items():
         t0 = time.perf_counter()
         X, y, w, req, rows = build_rows(ranker_labels, reqs, early_pipe, tables.catalog, tables.events, snaps,
@@ -196,36 +223,42 @@ def train_all(dataset: Path, out: Path, cfg: TrainConfig = TrainConfig(), overwr
         n_rows += len(y)
         ranker_meta[name] = {"best_iteration": rk.best_iteration, "valid_ndcg": rk.valid_ndcg, "rows": int(len(y)),
                              "requests": len(reqs)}
-    ranker = rankers["personal"]
-    # 3. serving retrievers on all training days
-    t0 = time.perf_counter()
-    final = fit_retrievers(tables.before(win["train_end"]), cfg, log) if cfg.refit_retrievers else early
-    times["retrievers_final"] = time.perf_counter() - t0
+    return FittedRankers(rankers, ranker_meta, ranker_cfg, n_rows, len(requests))
+
+
+def write_model(dataset: Path, out: Path, tables: Tables, retrievers: dict, fit: FittedRankers,
+                win: dict[str, datetime], cfg: TrainConfig, times: dict[str, float], t_all: float, overwrite: bool,
+                extra: dict | None = None) -> dict:
+    """The model folder (serving retrievers, rankers, snapshot and state as of train_end, fallback lists,
+    model.json with `extra` merged in), written atomically; returns model.json."""
+    vocab = Vocab.from_catalog(tables.catalog)
     snap = build_snapshot(tables.catalog, tables.interactions, tables.impressions, tables.events,
                           win["train_end"], vocab)
     state_cat, sellers = state_frames(tables.catalog, tables.sellers, tables.events, win["train_end"])
     hist = histories_frame(tables.interactions, win["train_end"])
-    fallback = _fallback_lists(final)
+    fallback = _fallback_lists(retrievers)
+    ranker = fit.rankers["personal"]
     meta = {
-        "kind": "model", "policy_id": f"pipeline-{dataset_fingerprint(Path(dataset))[:8]}",
-        "retrievers": list(final), "training_window": {"start": win["start"].isoformat(),
-                                                        "end": win["train_end"].isoformat()},
+        "kind": "model", "policy_id": f"pipeline-{dataset_fingerprint(dataset)[:8]}",
+        "retrievers": list(retrievers), "training_window": {"start": win["start"].isoformat(),
+                                                             "end": win["train_end"].isoformat()},
         "holdout": {"start": win["train_end"].isoformat(), "end": win["end"].isoformat()},
         "ranker_window": {"start": win["ranker_start"].isoformat(), "end": win["train_end"].isoformat()},
-        "dataset": str(Path(dataset).resolve()), "dataset_fingerprint": dataset_fingerprint(Path(dataset)),
+        "dataset": str(dataset.resolve()), "dataset_fingerprint": dataset_fingerprint(dataset),
         "blend": cfg.blend.to_json(), "rerank": asdict(cfg.rerank), "ranker": {
-            "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": n_rows,
-            "requests": len(requests), "config": asdict(ranker_cfg), "negatives_per_request": cfg.ranker_negatives,
-            "models": ranker_meta},
+            "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": fit.rows,
+            "requests": fit.requests, "config": asdict(fit.config), "negatives_per_request": cfg.ranker_negatives,
+            "models": fit.meta},
         "offline_metrics": {}, "stage_seconds": {k: round(v, 2) for k, v in times.items()},
+        **(extra or {}),
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
         save_spec(tmp / "feature_spec.json")
-        for kind, r in final.items():
+        for kind, r in retrievers.items():
             r.save(tmp / "retrievers" / kind)
         ranker.save(tmp / "ranker")
-        if "cold" in rankers:
-            rankers["cold"].save(tmp / "ranker_cold")
+        if "cold" in fit.rankers:
+            fit.rankers["cold"].save(tmp / "ranker_cold")
         snap.save(tmp / "snapshot")
         save_state(tmp / "state", state_cat, sellers, hist)
         (tmp / "fallback.json").write_text(json.dumps(fallback))
