@@ -72,7 +72,7 @@ def _minimise(P: dict, loss, max_iter: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
+def fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     """User vectors (n_users, dim) fitted on logged impressions with the true item parameters held fixed."""
     import torch
 
@@ -156,7 +156,7 @@ def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = Learnabilit
     # where `recs train all` ends its training window (ranker_days does not move it)
     train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
     imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
-    U = _fit_users(world, imp, cfg)
+    U = fit_users(world, imp, cfg)
     uidx = {u: j for j, u in enumerate(world.user_ids)}
     iidx = {i: j for j, i in enumerate(world.item_ids)}
     users = np.array([uidx[u] for u in imp["user_id"].to_list()])

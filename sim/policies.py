@@ -96,10 +96,7 @@ class InformedPolicy:
         if ctx is None:
             raise KeyError(f"the informed policy only ranks requests drawn by its world, not {request.request_id!r}")
         rows = np.flatnonzero(w.eligible(request.ts))
-        if ctx.user_row >= 0:
-            vecs, betas = ctx.vec[None, :], np.array([ctx.price_sens])       # a registered user: the true taste
-        else:
-            vecs, betas = self.prior_vec, self.prior_beta                   # an anonymous visitor: the prior
+        vecs, betas = self.visitor(ctx)
         base = (choice.attraction_logit(vecs, np.broadcast_to(c.vec[rows], (len(vecs),) + c.vec[rows].shape),
                                         np.broadcast_to(c.quality[rows], (len(vecs), len(rows))),
                                         np.broadcast_to(w.rel_price(rows), (len(vecs), len(rows))), betas, None,
@@ -118,6 +115,13 @@ class InformedPolicy:
             boost = np.where(c.subcat[rows] == s, b, -b)
             out += (weights[:, j][:, None] * choice.sigmoid(base + boost[None, :])).sum(axis=0)
         return rows, out
+
+    def visitor(self, ctx) -> tuple[np.ndarray, np.ndarray]:
+        """(taste vectors, price sensitivities) the policy averages over: a registered user's true ones, else the
+        population prior's sample."""
+        if ctx.user_row >= 0:
+            return ctx.vec[None, :], np.array([ctx.price_sens])
+        return self.prior_vec, self.prior_beta
 
     def rank(self, request: Request, k: int) -> Ranking:
         return top_k_ranking(self.w, *self.scores(request), k, "informed")

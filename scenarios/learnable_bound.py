@@ -1,0 +1,85 @@
+"""A generous upper bound on what a policy learnt from a dataset's logs can reach, over every kind of request.
+
+A diagnostic on the simulator (it cheats on purpose: never a product). The informed policy
+(`sim.World.informed_policy`) knows every item's true parameters and every registered user's true taste. This
+bound keeps all it knows except the registered users' tastes, which it replaces by what the training days reveal
+about them given the TRUE items (`scenarios.learnability`): the taste fitted on the user's clicks, the mean true
+vector of what the logging policy showed them, or the sum of the two. Users without a training impression get the
+population prior, like anonymous visitors. Everything else stays generous: the users' true price sensitivities,
+the true item parameters, the exact population prior for anonymous visitors and the exact intent posterior on the
+search bar; and the best of the three estimates is chosen on the very requests it is measured on. A pipeline has to
+learn the items from the same logs as well, so if this bound stays under a target, nothing trained on these logs
+reaches it. Measured on the requests `recs evaluate` uses (`scenarios.evaluate.true_ctr_requests`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recs.scenarios.evaluate import EvaluateConfig, true_ctr_requests
+from recs.scenarios.learnability import LearnabilityConfig, fit_users
+from recs.sim.policies import InformedPolicy
+
+ESTIMATES = ("learnt_from_clicks", "shown_centroid", "clicks_plus_shown")
+
+
+class LearntTastePolicy(InformedPolicy):
+    """The informed policy with registered users' true tastes replaced by `taste` rows (`known` False: the prior)."""
+
+    policy_id = "sim-learnt-taste"
+
+    def __init__(self, world, taste: np.ndarray, known: np.ndarray) -> None:
+        super().__init__(world)
+        self.taste, self.known = taste, known
+
+    def visitor(self, ctx) -> tuple[np.ndarray, np.ndarray]:
+        if ctx.user_row >= 0 and self.known[ctx.user_row]:
+            return self.taste[ctx.user_row][None, :], np.array([ctx.price_sens])
+        return self.prior_vec, self.prior_beta
+
+
+def taste_estimates(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The three estimates (n_users, dim) from registered users' logged impressions, and which users have any."""
+    fitted = fit_users(world, imp, cfg)
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    users = np.array([uidx[u] for u in imp["user_id"].to_list()], dtype=np.int64)
+    items = np.array([iidx[i] for i in imp["item_id"].to_list()], dtype=np.int64)
+    counts = np.bincount(users, minlength=len(world.user_ids))
+    shown = np.zeros_like(fitted)
+    np.add.at(shown, users, world.catalog.vec[items])
+    shown /= np.maximum(counts, 1)[:, None]
+    return {"learnt_from_clicks": fitted, "shown_centroid": shown, "clicks_plus_shown": fitted + shown}, counts > 0
+
+
+def learnable_bound(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig(),
+                    eval_cfg: EvaluateConfig = EvaluateConfig()) -> dict:
+    """True CTR, overall and per segment, of logging, oracle, informed and the bound under each estimate, on the
+    requests `recs evaluate` measures; `best` names the estimate with the highest overall CTR."""
+    from recs.datasets.io import read_table
+    from recs.models.train import TrainConfig, time_split
+    from recs.sim import World, request_rewards
+
+    world = World.load(dataset)
+    imp = read_table(Path(dataset), "impressions")
+    train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
+    imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
+    estimates, known = taste_estimates(world, imp, cfg)
+    reqs = true_ctr_requests(world, eval_cfg)
+    policies = {"logging": world.logging_policy(), "oracle": world.oracle_policy(),
+                "informed": world.informed_policy(),
+                **{f"bound_{k}": LearntTastePolicy(world, v, known) for k, v in estimates.items()}}
+    masks = {"all": np.ones(len(reqs), dtype=bool), "anonymous": np.array([r.user_id is None for r in reqs]),
+             "logged_in": np.array([r.user_id is not None for r in reqs]),
+             "home": np.array([r.surface == "home" for r in reqs]),
+             "search": np.array([r.surface == "search" for r in reqs])}
+    ctr: dict[str, dict[str, float]] = {}
+    for name, pol in policies.items():
+        rewards = request_rewards(pol, reqs, world)
+        ctr[name] = {seg: float(rewards.value(m).ctr) for seg, m in masks.items() if m.any()}
+    best = max(ESTIMATES, key=lambda k: ctr[f"bound_{k}"]["all"])
+    return {"n_requests": len(reqs), "users_with_impressions": int(known.sum()), "ctr": ctr, "best": best,
+            "best_vs_logging": ctr[f"bound_{best}"]["all"] / ctr["logging"]["all"],
+            "best_vs_oracle": ctr[f"bound_{best}"]["all"] / ctr["oracle"]["all"]}
