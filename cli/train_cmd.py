@@ -102,8 +102,9 @@ def train_ranker_cmd(
     dataset: Path = typer.Option(..., "--dataset"),
     labels: Path = typer.Option(..., "--labels", help="Output of `recs labels`, as of the hold-out's start "
                                 "at the latest."),
-    retrievers_dirs: list[Path] = typer.Option(..., "--retrievers", help="Folders of `recs train retriever` "
-                                               "(repeat the option); the ranker learns on the days after them."),
+    retrievers_dirs: list[str] = typer.Option(..., "--retrievers", help="Folders of `recs train retriever` "
+                                              "(repeat the option or separate them by commas); the ranker learns "
+                                              "on the days after them."),
     out_dir: Path = typer.Option(..., "--out", help="Model folder to write (serves these retrievers)."),
     holdout_days: int = typer.Option(1, "--holdout-days", help="Last days held out for `recs evaluate`."),
     max_ranker_requests: int = typer.Option(None, "--max-ranker-requests", help="Default: TrainConfig's."),
@@ -120,7 +121,8 @@ def train_ranker_cmd(
         extra = {"max_ranker_requests": max_ranker_requests} if max_ranker_requests is not None else {}
         cfg = TrainConfig(holdout_days=holdout_days, **extra)
         with console.status("training the ranker") as status:
-            meta = train_ranker_on(dataset, labels, list(retrievers_dirs), out_dir, cfg, overwrite=overwrite,
+            dirs = [Path(p) for given in retrievers_dirs for p in given.split(",") if p.strip()]
+            meta = train_ranker_on(dataset, labels, dirs, out_dir, cfg, overwrite=overwrite,
                                    log=lambda msg: (status.update(msg), console.log(msg)))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))

@@ -1,4 +1,4 @@
-"""`scenarios.learnable_bound`: only registered users' tastes are replaced; the true ones give back the informed policy."""
+"""`scenarios.learnable_bound`: only registered users' tastes are replaced; true ones give the informed policy back."""
 from __future__ import annotations
 
 import numpy as np

@@ -38,9 +38,8 @@ def staged(tmp_path_factory):
 
 def test_ranker_learns_on_the_days_between_the_retrievers_and_the_holdout(staged):
     root, ds, dirs = staged
-    args = ["train", "ranker", "--dataset", ds, "--labels", root / "labels", "--out", root / "model", "--json"]
-    for d in dirs:
-        args += ["--retrievers", d]
+    args = ["train", "ranker", "--dataset", ds, "--labels", root / "labels", "--out", root / "model", "--json",
+            "--retrievers", dirs[0], "--retrievers", ",".join(str(d) for d in dirs[1:])]   # repeated, or commas
     res = _run(*args)
     assert res.exit_code == 0, res.output
     meta = json.loads(res.stdout)
