@@ -42,7 +42,7 @@ def main() -> None:
     segs = ("all", "anonymous", "logged_in", "home", "search")
     print(f"{'policy':<26}" + "".join(f"{s:>11}" for s in segs) + f"{'x logging':>11}{'% oracle':>10}")
     for name, v in b["ctr"].items():
-        print(f"{name:<26}" + "".join(f"{v[s]:>11.3f}" for s in segs)
+        print(f"{name:<26}" + "".join(f"{v.get(s, float('nan')):>11.3f}" for s in segs)
               + f"{v['all'] / b['ctr']['logging']['all']:>11.2f}{100 * v['all'] / b['ctr']['oracle']['all']:>9.1f}%")
     print(f"best estimate: {b['best']} ({b['best_vs_logging']:.3f}x logging, {100 * b['best_vs_oracle']:.1f}% "
           "of the oracle; chosen on these requests, which favours the bound)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,3 +32,12 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
         fail(f"{path}: exists and is not a folder")
     if path.exists() and any(path.iterdir()) and not overwrite:
         fail(f"{path}: exists and is not empty (pass --overwrite to replace it)")
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time or date given to `option`; without a zone it is UTC."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option}: cannot parse {text!r} as an ISO 8601 time (e.g. 2026-01-09 or 2026-01-09T00:00:00Z)")
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

@@ -1,19 +1,11 @@
 """`recs labels`: delayed-feedback, point-in-time labels for every impression of a dataset."""
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import typer
 
-from recs.cli.common import check_output_dir, fail, out, print_json
-
-
-def _parse_ts(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--as-of: cannot parse {text!r} as an ISO 8601 timestamp (e.g. 2024-01-08T00:00:00Z)")
+from recs.cli.common import check_output_dir, fail, out, parse_time, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +27,7 @@ def register(app: typer.Typer) -> None:
         if not dataset.is_dir():
             fail(f"{dataset}: no such dataset folder")
         try:
-            cfg = LabelConfig(as_of=_parse_ts(as_of), window=parse_duration(window),
+            cfg = LabelConfig(as_of=parse_time(as_of, "--as-of"), window=parse_duration(window),
                               fallback_attribution=not no_fallback)
         except ValueError as e:
             fail(str(e))

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from recs.cli.common import check_output_dir, console, fail, out, print_json
+from recs.cli.common import check_output_dir, console, fail, out, parse_time, print_json
 
 train_app = typer.Typer(help="Train retrievers and the ranker.", no_args_is_help=True)
 
@@ -84,11 +84,11 @@ def train_retriever_cmd(
         fail(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     _dataset(dataset)
     check_output_dir(out_dir, overwrite)
-    cut = _parse_time(until, "--until") if until else None
+    cut = parse_time(until, "--until") if until else None
     try:
         with console.status(f"fitting {kind}"):
             rec = train_one_retriever(dataset, kind, out_dir, cut, overwrite=overwrite)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
         print_json(rec)
@@ -121,7 +121,7 @@ def train_ranker_cmd(
         extra = {"max_ranker_requests": max_ranker_requests} if max_ranker_requests is not None else {}
         cfg = TrainConfig(holdout_days=holdout_days, **extra)
         with console.status("training the ranker") as status:
-            dirs = [Path(p) for given in retrievers_dirs for p in given.split(",") if p.strip()]
+            dirs = [Path(p.strip()) for given in retrievers_dirs for p in given.split(",") if p.strip()]
             meta = train_ranker_on(dataset, labels, dirs, out_dir, cfg, overwrite=overwrite,
                                    log=lambda msg: (status.update(msg), console.log(msg)))
     except (ValueError, FileNotFoundError) as e:
@@ -130,16 +130,6 @@ def train_ranker_cmd(
         print_json(meta)
         return
     _model_table(meta, out_dir)
-
-
-def _parse_time(text: str, option: str):
-    from datetime import datetime, timezone
-
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{option}: cannot parse {text!r} as an ISO 8601 time (e.g. 2026-01-09 or 2026-01-09T00:00:00Z)")
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,7 @@ from recs.models.training_rows import build_rows, day_snapshots, day_start, spli
 
 Progress = Callable[[str], None]
 MIN_COLD_REQUESTS = 200   # fewer context-free ranker requests than this: one ranker for all
+MIN_RANKER_REQUESTS = 20  # fewer labelled requests in the ranker window: refused (a time split needs both sides)
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,9 @@ def fit_rankers(tables: Tables, labels: pl.DataFrame, retrievers: dict, win: dic
     t0 = time.perf_counter()
     ranker_labels = labels.filter((pl.col("ts") >= win["ranker_start"]) & (pl.col("ts") < win["train_end"]))
     rids = ranker_labels["request_id"].unique().sort()
-    if rids.len() == 0:
-        raise ValueError(f"no labelled impressions in the ranker window {win['ranker_start']:%Y-%m-%d %H:%M} to "
-                         f"{win['train_end']:%Y-%m-%d %H:%M}")
+    if rids.len() < MIN_RANKER_REQUESTS:
+        raise ValueError(f"{rids.len()} labelled requests in the ranker window {win['ranker_start']:%Y-%m-%d %H:%M} "
+                         f"to {win['train_end']:%Y-%m-%d %H:%M}: at least {MIN_RANKER_REQUESTS} are needed")
     rng = np.random.default_rng(cfg.seed)
     if rids.len() > cfg.max_ranker_requests:
         rids = pl.Series(rng.choice(rids.to_numpy(), cfg.max_ranker_requests, replace=False))

@@ -15,43 +15,50 @@ from pathlib import Path
 
 import polars as pl
 
-from recs.datasets.io import atomic_write_json
+from recs.datasets.io import atomic_dir
 from recs.models.registry import KINDS, load_retriever
-from recs.models.train import Progress, Tables, TrainConfig, dataset_fingerprint, fit_rankers, time_split, write_model
+from recs.models.train import (
+    Progress, Tables, TrainConfig, dataset_fingerprint, fit_rankers, fit_retrievers, write_model,
+)
 from recs.models.training_rows import day_start
 
 TRAINING_FILE = "training.json"
 LABEL_COLUMNS = ("request_id", "ts", "item_id", "position", "grade", "weight")
 
 
+def _utc(t: datetime) -> datetime:
+    """A time without a zone is UTC (as everywhere in the toolkit)."""
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
 def train_one_retriever(dataset: Path, kind: str, out: Path, until: datetime | None = None,
                         cfg: TrainConfig = TrainConfig(), overwrite: bool = False) -> dict:
     """Fit one retriever on the dataset's data before `until` (default: all of it) and save it with its
-    `training.json` (kind, data end, dataset fingerprint); returns that record."""
+    `training.json` (kind, data end, dataset fingerprint), both in one atomic rename; returns that record."""
     if kind not in KINDS:
         raise ValueError(f"unknown retriever kind {kind!r}; choose from {', '.join(KINDS)}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     tables = Tables.read(Path(dataset))
-    last = tables.impressions["ts"].max()
-    end = last + timedelta(microseconds=1)
+    end = tables.impressions["ts"].max() + timedelta(microseconds=1)
     if until is not None:
-        until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+        until = _utc(until)
         if until <= tables.impressions["ts"].min():
             raise ValueError(f"--until {until.isoformat()}: before the dataset's first impression")
         end = min(until, end)
-    from recs.models.train import fit_retrievers
-
     t0 = time.perf_counter()
     r = fit_retrievers(tables.before(end), replace(cfg, retrievers=(kind,)), lambda _: None)[kind]
-    if kind == "embedding":
-        r.save(out, overwrite=overwrite)
-    else:
-        if Path(out).exists() and not overwrite:
-            raise FileExistsError(f"{out}: exists (pass --overwrite to replace it)")
-        r.save(out)
     record = {"kind": kind, "trained_until": end.isoformat(), "dataset": str(Path(dataset).resolve()),
               "dataset_fingerprint": dataset_fingerprint(Path(dataset)),
               "seconds": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(Path(out) / TRAINING_FILE, record)
+    with atomic_dir(out, overwrite=True) as tmp:        # the retriever and its record appear together
+        stage = tmp / "retriever"
+        r.save(stage)
+        for f in stage.iterdir():
+            f.rename(tmp / f.name)
+        stage.rmdir()
+        (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -63,7 +70,7 @@ def read_training_record(folder: Path) -> dict:
                                 "which records where the retriever's training data ends")
     try:
         rec = json.loads(f.read_text())
-        rec["trained_until"] = datetime.fromisoformat(rec["trained_until"])
+        rec["trained_until"] = _utc(datetime.fromisoformat(rec["trained_until"]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{f}: not a retriever training record ({e})") from None
     if rec.get("kind") not in KINDS:
@@ -80,12 +87,15 @@ def read_labels(path: Path) -> tuple[pl.DataFrame, datetime]:
     for f in (data, summary):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; --labels takes the output of `recs labels`")
-    frame = pl.read_parquet(data)
+    try:
+        frame = pl.read_parquet(data)
+    except Exception as e:      # polars raises several kinds for a file that is not Parquet
+        raise ValueError(f"{data}: cannot read as Parquet ({type(e).__name__}: {e})") from None
     missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{data}: missing column(s) {', '.join(missing)}; not an output of `recs labels`")
     try:
-        as_of = datetime.fromisoformat(json.loads(summary.read_text())["as_of"])
+        as_of = _utc(datetime.fromisoformat(json.loads(summary.read_text())["as_of"]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{summary}: no valid 'as_of' ({e})") from None
     return frame, as_of
@@ -101,35 +111,44 @@ def train_ranker_on(dataset: Path, labels_path: Path, retriever_dirs: list[Path]
     t_all = time.perf_counter()
     if not retriever_dirs:
         raise ValueError("--retrievers: give at least one retriever folder")
-    records = {}
-    retrievers = {}
+    records, folders, retrievers = {}, {}, {}
     for d in retriever_dirs:
         rec = read_training_record(d)
-        if rec["kind"] in retrievers:
+        if rec["kind"] in records:
             raise ValueError(f"{d}: a second {rec['kind']} retriever (one folder per kind)")
-        records[rec["kind"]] = rec
-        retrievers[rec["kind"]] = load_retriever(rec["kind"], Path(d))
+        records[rec["kind"]], folders[rec["kind"]] = rec, Path(d)
+    for kind in sorted(records, key=KINDS.index):   # train_all's order: blending is round-robin in this order
+        r = load_retriever(kind, folders[kind])
+        own = getattr(r, "as_of", None)             # the classic retrievers also keep their own cut
+        if own is not None and _utc(own) > records[kind]["trained_until"]:
+            raise ValueError(f"{folders[kind] / TRAINING_FILE}: says the data ends at "
+                             f"{records[kind]['trained_until'].isoformat()}, the retriever itself was fitted on "
+                             f"data up to {_utc(own).isoformat()}")
+        retrievers[kind] = r
     tables = Tables.read(Path(dataset))
     fp = dataset_fingerprint(Path(dataset))
-    for kind, rec in records.items():
-        if rec.get("dataset_fingerprint") != fp:
-            log(f"note: the {kind} retriever was trained on another dataset ({rec.get('dataset')})")
-    win = time_split(tables.impressions, replace(cfg, ranker_days=1))   # only its hold-out start is used
-    ranker_start = max(rec["trained_until"] for rec in records.values())
-    if ranker_start >= win["train_end"]:
-        raise ValueError(f"the retrievers were trained on data up to {ranker_start.isoformat()}, which leaves no "
-                         f"ranker days before the hold-out ({win['train_end']:%Y-%m-%d}); train them with "
-                         f"`recs train retriever --until` {day_start(win['train_end'] - timedelta(days=2)):%Y-%m-%d}")
+    other = sorted(k for k, rec in records.items() if rec.get("dataset_fingerprint") != fp)
+    if other:
+        log(f"note: trained on another dataset: {', '.join(other)} (recorded in model.json)")
+    holdout_start = day_start(tables.impressions["ts"].max()) + timedelta(days=1 - cfg.holdout_days)
+    win = {"start": tables.impressions["ts"].min(), "end": tables.impressions["ts"].max(),
+           "train_end": holdout_start, "ranker_start": max(rec["trained_until"] for rec in records.values())}
+    late = [str(folders[k]) for k, rec in records.items() if rec["trained_until"] >= holdout_start]
+    if late:
+        raise ValueError(f"{', '.join(late)}: trained on data up to the hold-out ({holdout_start:%Y-%m-%d}), which "
+                         "leaves no ranker days they have not seen; train them with `recs train retriever --until` "
+                         f"{day_start(holdout_start - timedelta(days=2)):%Y-%m-%d}")
     labels, as_of = read_labels(labels_path)
     if as_of > win["train_end"]:
         raise ValueError(f"{labels_path}: labels as of {as_of.isoformat()} are later than the hold-out's start "
                          f"({win['train_end'].isoformat()}); build them with `recs labels --as-of "
                          f"{win['train_end']:%Y-%m-%dT%H:%M:%S}`")
-    win = {**win, "ranker_start": ranker_start}     # labels end at their as_of: later impressions have no rows
     log(f"ranker window: {win['ranker_start']:%Y-%m-%d %H:%M} to {win['train_end']:%Y-%m-%d %H:%M}")
     times: dict[str, float] = {}
     fit = fit_rankers(tables, labels, retrievers, win, cfg, log, times)
-    extra = {"retrievers_trained_until": {k: r["trained_until"].isoformat() for k, r in records.items()},
+    extra = {"policy_id": f"pipeline-{fp[:8]}-r{win['ranker_start']:%Y%m%d%H%M}",
+             "retrievers_trained_until": {k: r["trained_until"].isoformat() for k, r in records.items()},
+             "retrievers_from_other_datasets": other,
              "labels": {"path": str(Path(labels_path).resolve()), "as_of": as_of.isoformat()},
              "retrievers_refitted": False}
     return write_model(Path(dataset), out, tables, retrievers, fit, win, cfg, times, t_all, overwrite, extra)

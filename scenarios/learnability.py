@@ -145,6 +145,21 @@ class _TasteRanking:
         return top_k_ranking(w, rows, score, k, "learnability")
 
 
+def taste_estimates(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Registered users' tastes (n_users, dim) from their logged impressions, given the true items: fitted on the
+    clicks, the mean true vector of what the logger showed them, and the sum; and which users have impressions."""
+    fitted = fit_users(world, imp, cfg)
+    uidx = {u: j for j, u in enumerate(world.user_ids)}
+    iidx = {i: j for j, i in enumerate(world.item_ids)}
+    users = np.array([uidx[u] for u in imp["user_id"].to_list()], dtype=np.int64)
+    items = np.array([iidx[i] for i in imp["item_id"].to_list()], dtype=np.int64)
+    counts = np.bincount(users, minlength=len(world.user_ids))
+    shown = np.zeros_like(fitted)
+    np.add.at(shown, users, world.catalog.vec[items])
+    shown /= np.maximum(counts, 1)[:, None]
+    return {"learnt_from_clicks": fitted, "shown_centroid": shown, "clicks_plus_shown": fitted + shown}, counts > 0
+
+
 def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig()) -> dict:
     """True CTR of logged-in home requests ranked by each taste estimate (see the module docstring)."""
     from recs.datasets.io import read_table
@@ -156,17 +171,9 @@ def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = Learnabilit
     # where `recs train all` ends its training window (ranker_days does not move it)
     train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
     imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
-    U = fit_users(world, imp, cfg)
+    estimates, _ = taste_estimates(world, imp, cfg)
+    estimates.update({"logger_belief": world.users.logger_vec, "true_taste": world.users.vec})
     uidx = {u: j for j, u in enumerate(world.user_ids)}
-    iidx = {i: j for j, i in enumerate(world.item_ids)}
-    users = np.array([uidx[u] for u in imp["user_id"].to_list()])
-    items = np.array([iidx[i] for i in imp["item_id"].to_list()])
-    c = world.catalog
-    shown = np.zeros_like(U)
-    np.add.at(shown, users, c.vec[items])
-    shown /= np.maximum(np.bincount(users, minlength=len(U)), 1)[:, None]
-    estimates = {"learnt_from_clicks": U, "shown_centroid": shown, "clicks_plus_shown": U + shown,
-                 "logger_belief": world.users.logger_vec, "true_taste": world.users.vec}
     reqs = [r for r in world.sample_requests(cfg.n_requests, cfg.seed)
             if r.user_id is not None and r.surface == "home"]
     per_user = imp.group_by("user_id").agg(pl.len().alias("impressions"), pl.col("clicked").sum().alias("clicks"))

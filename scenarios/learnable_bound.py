@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from recs.scenarios.evaluate import EvaluateConfig, true_ctr_requests
-from recs.scenarios.learnability import LearnabilityConfig, fit_users
+from recs.scenarios.learnability import LearnabilityConfig, taste_estimates
 from recs.sim.policies import InformedPolicy
 
 ESTIMATES = ("learnt_from_clicks", "shown_centroid", "clicks_plus_shown")
@@ -38,20 +38,6 @@ class LearntTastePolicy(InformedPolicy):
         if ctx.user_row >= 0 and self.known[ctx.user_row]:
             return self.taste[ctx.user_row][None, :], np.array([ctx.price_sens])
         return self.prior_vec, self.prior_beta
-
-
-def taste_estimates(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The three estimates (n_users, dim) from registered users' logged impressions, and which users have any."""
-    fitted = fit_users(world, imp, cfg)
-    uidx = {u: j for j, u in enumerate(world.user_ids)}
-    iidx = {i: j for j, i in enumerate(world.item_ids)}
-    users = np.array([uidx[u] for u in imp["user_id"].to_list()], dtype=np.int64)
-    items = np.array([iidx[i] for i in imp["item_id"].to_list()], dtype=np.int64)
-    counts = np.bincount(users, minlength=len(world.user_ids))
-    shown = np.zeros_like(fitted)
-    np.add.at(shown, users, world.catalog.vec[items])
-    shown /= np.maximum(counts, 1)[:, None]
-    return {"learnt_from_clicks": fitted, "shown_centroid": shown, "clicks_plus_shown": fitted + shown}, counts > 0
 
 
 def learnable_bound(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig(),

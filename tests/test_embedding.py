@@ -185,13 +185,14 @@ def test_retriever_contract_returns_the_best_eligible_items(bpr) -> None:
     are exactly the best eligible ones by exact score, whatever share of the head was filtered."""
     ranked, _ = bpr.retrieve_items("u6", (), k=len(bpr.item_ids))
     gone = set(ranked[:40:2]) | set(ranked[:12])
-    state = OnlineState(_catalog(bpr.item_ids.tolist() + ["never indexed"], gone))
+    missing = ranked[13]                        # indexed, but not in the live state: never eligible
+    state = OnlineState(_catalog([i for i in bpr.item_ids.tolist() if i != missing] + ["never indexed"], gone))
     req = Request("r1", T0 + timedelta(days=3), "home", "u6", "s6")
     cands = bpr.retrieve(RetrievalQuery(req, state=state), k=15)
     exact = bpr.score_items(["u6"])[0]
     ok = state.is_eligible(bpr.item_ids.tolist(), req.ts)
     best = bpr.item_ids[np.argsort(-np.where(ok, exact, -np.inf), kind="stable")[:15]]
-    assert set(cands.item_ids.tolist()) == set(best.tolist())
+    assert set(cands.item_ids.tolist()) == set(best.tolist()) and missing not in set(best.tolist())
     # an item sold out after a first request is skipped by the next one (eligibility is read live)
     state.apply_inventory("stock", str(cands.item_ids[0]), 0)
     again = bpr.retrieve(RetrievalQuery(req, state=state), k=15)

@@ -27,9 +27,13 @@ def test_bound_replaces_only_registered_users_tastes(tmp_path):
     truth = LearntTastePolicy(world, world.users.vec, np.ones(world.users.n, dtype=bool))
     np.testing.assert_array_equal(request_rewards(truth, reqs, world).clicks,
                                   request_rewards(world.informed_policy(), reqs, world).clicks)
-    # a user without impressions gets the prior: the same ranking as an anonymous visitor's
-    unknown = LearntTastePolicy(world, world.users.vec, np.zeros(world.users.n, dtype=bool))
+    # a known user is ranked by the estimate given, not by the true taste
+    other = np.roll(world.users.vec, 1, axis=0)
     req = next(r for r in reqs if r.user_id is not None and r.surface == "home")
     ctx = world.contexts[req.request_id]
+    vecs, betas = LearntTastePolicy(world, other, np.ones(world.users.n, dtype=bool)).visitor(ctx)
+    assert np.array_equal(vecs, other[ctx.user_row][None, :]) and betas[0] == ctx.price_sens
+    # a user without impressions gets the prior: the same ranking as an anonymous visitor's
+    unknown = LearntTastePolicy(world, world.users.vec, np.zeros(world.users.n, dtype=bool))
     vecs, _ = unknown.visitor(ctx)
     assert vecs.shape[0] > 1 and np.array_equal(vecs, world.informed_policy().prior_vec)

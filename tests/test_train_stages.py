@@ -12,7 +12,7 @@ from recs.cli.main import app
 from recs.models.pipeline import Pipeline
 from recs.sim import SimConfig, World, generate_dataset
 
-KINDS = ("popularity", "covisit", "content", "suggest")
+KINDS = ("popularity", "covisit", "content", "embedding", "suggest", "clickmodel")   # registry order
 UNTIL = "2026-01-07"            # the simulator starts on 2026-01-05; 5 days, the last one held out
 
 
@@ -38,8 +38,9 @@ def staged(tmp_path_factory):
 
 def test_ranker_learns_on_the_days_between_the_retrievers_and_the_holdout(staged):
     root, ds, dirs = staged
+    rev = dirs[::-1]            # given in another order: the model still blends in the registry's order
     args = ["train", "ranker", "--dataset", ds, "--labels", root / "labels", "--out", root / "model", "--json",
-            "--retrievers", dirs[0], "--retrievers", ",".join(str(d) for d in dirs[1:])]   # repeated, or commas
+            "--retrievers", rev[0], "--retrievers", ",".join(str(d) for d in rev[1:])]   # repeated, or commas
     res = _run(*args)
     assert res.exit_code == 0, res.output
     meta = json.loads(res.stdout)
@@ -47,11 +48,12 @@ def test_ranker_learns_on_the_days_between_the_retrievers_and_the_holdout(staged
     assert start == datetime(2026, 1, 7, tzinfo=timezone.utc)
     assert datetime.fromisoformat(meta["holdout"]["start"]) == datetime(2026, 1, 9, tzinfo=timezone.utc)
     assert all(datetime.fromisoformat(t) <= start for t in meta["retrievers_trained_until"].values())
-    assert set(meta["retrievers"]) == set(KINDS) and not meta["retrievers_refitted"]
+    assert meta["retrievers"] == list(KINDS) and not meta["retrievers_refitted"]
     assert meta["ranker"]["rows"] > 1000
     # the retrievers' own data ends where they say: nothing of the ranker's days is in them
-    pop = json.loads((dirs[0] / "training.json").read_text())
-    assert datetime.fromisoformat(pop["trained_until"]) == start
+    pop = json.loads((dirs[0] / "meta.json").read_text())          # the retriever's own record of its cut
+    assert datetime.fromisoformat(pop["as_of"]) == start
+    assert meta["policy_id"].endswith("-r202601070000")    # not the id `train all` gives a model of this dataset
     # the model is a complete one: it loads, ranks under live inventory and evaluates on the hold-out
     world = World.load(ds)
     pipe = Pipeline.load(root / "model", state=world.state)
@@ -87,7 +89,19 @@ def test_leaks_and_bad_input_are_refused_with_the_reason(staged, tmp_path):
     (bad / "summary.json").write_text((root / "labels" / "summary.json").read_text())
     res = _run(*base, "--labels", bad, "--retrievers", dirs[0])
     assert res.exit_code != 0 and "grade" in res.output and "labels.parquet" in res.output
+    # a training record that claims an earlier cut than the retriever's own
+    forged = tmp_path / "forged"
+    res = _run("train", "retriever", "--kind", "popularity", "--dataset", ds, "--out", forged, "--until",
+               "2026-01-08")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((forged / "training.json").read_text())
+    (forged / "training.json").write_text(json.dumps({**rec, "trained_until": "2026-01-06T00:00:00"}))
+    res = _run(*base, "--labels", root / "labels", "--retrievers", forged)
+    assert res.exit_code != 0 and "fitted on data up to" in res.output
     assert not (tmp_path / "m").exists()
+    # an output folder in use is refused before anything is trained
+    res = _run("train", "retriever", "--kind", "popularity", "--dataset", ds, "--out", forged)
+    assert res.exit_code != 0 and "not empty" in res.output
     res = _run("train", "retriever", "--kind", "popularity", "--dataset", ds, "--out", tmp_path / "x",
                "--until", "yesterday")
     assert res.exit_code != 0 and "--until" in res.output

@@ -163,8 +163,9 @@ class AnnIndex:
         allow: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` (ids, inner products) per query row, best first; -1 pads. Ids in `exclude` never appear, nor
-        ids whose entry in the boolean mask `allow` (ntotal,) is False: one search skips them, so the top `k` are
-        the best allowed ids, not the best ids filtered afterwards."""
+        ids whose entry in the boolean mask `allow` (ntotal,) is False: the search itself skips them, so the top
+        `k` are the best allowed ids (up to the index's approximation; a very selective mask can leave HNSW or IVF
+        short of `k`), not the best ids filtered afterwards."""
         q = _as_matrix(np.atleast_2d(queries), "queries")
         if q.shape[1] != self.dim:
             raise ValueError(f"queries: dimension {q.shape[1]} != index dimension {self.dim}")
@@ -181,7 +182,7 @@ class AnnIndex:
                 allow = allow.copy()
                 allow[ex[(ex >= 0) & (ex < self.ntotal)]] = False
             bitmap = np.packbits(allow, bitorder="little")     # faiss reads bit i & 7 of byte i >> 3
-            sel = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bitmap))
+            sel = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))   # its size is in bytes
         else:
             inner = faiss.IDSelectorBatch(ex) if ex is not None and ex.size else None
             sel = faiss.IDSelectorNot(inner) if inner is not None else None

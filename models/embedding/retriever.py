@@ -175,7 +175,8 @@ class EmbeddingRetriever(Retriever):
         """The `Retriever` contract: candidates for one request, skipping items ineligible in `query.state`.
 
         One index search with the live eligibility of every indexed item as its filter (the items' state rows are
-        cached, `StateRows`): the best `k` eligible items, however many of the best ones are out of stock."""
+        cached, `StateRows`): the best `k` eligible items up to the index's approximation, however many of the
+        best ones are out of stock (an item missing from the state is never eligible)."""
         req = query.request
         history = list(query.history) if query.history else None
         allow = None
@@ -274,4 +275,7 @@ class EmbeddingRetriever(Retriever):
                              f"items.parquet has {item_ids.size}")
         out = cls(config)
         out.emb, out.index = emb, AnnIndex.load(folder / "ann")
+        if out.index.ntotal != item_ids.size:
+            raise ValueError(f"{folder / 'ann'}: the index holds {out.index.ntotal} vectors, items.parquet lists "
+                             f"{item_ids.size} items")
         return out
