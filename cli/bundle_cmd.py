@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
         if res.archive_sha256:
             out.print(f"archive sha256 {res.archive_sha256}", highlight=False, soft_wrap=True)
         model_meta = summary["model"]
-        missing = [k for k in ("training_window", "dataset_fingerprint", "offline_metrics") if model_meta.get(k) is None]
+        missing = [k for k in ("training_window", "dataset_fingerprint", "offline_metrics")
+                   if model_meta.get(k) is None]
         if missing:
             console.print(f"[yellow]note:[/] model.json has no {', '.join(missing)} (recorded as null)",
                           highlight=False, soft_wrap=True)

@@ -46,7 +46,8 @@ def _render(rep: DriftReport, reference: Path, current: Path) -> None:
         t.add_row(*row)
     out.print(t)
     cfg = rep.config
-    clustered = f"; clustered by {cfg.cluster_column} (design effect {rep.design_effect:.2f})" if cfg.cluster_column else ""
+    clustered = (f"; clustered by {cfg.cluster_column} (design effect {rep.design_effect:.2f})"
+                 if cfg.cluster_column else "")
     out.print(f"rows: reference {rep.n_reference:,}, current {rep.n_current:,}; PSI bands {cfg.psi_warn} / "
               f"{cfg.psi_drift}; {cfg.correction} correction at alpha {cfg.alpha}{clustered}", highlight=False)
     for c, why in rep.skipped_columns:
@@ -79,23 +80,37 @@ def _render_monitor(verdicts: list[DayVerdict], result: dict) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("drift")
     def drift(
-        reference: Path = typer.Option(..., "--reference", "-r", help="Reference data: Parquet/CSV/JSONL file or folder."),
+        reference: Path = typer.Option(
+            ..., "--reference", "-r", help="Reference data: Parquet/CSV/JSONL file or folder."),
         current: Path = typer.Option(..., "--current", "-c", help="Current data, same layout as the reference."),
-        columns: Optional[list[str]] = typer.Option(None, "--columns", help="Columns to compare (comma-separated; default: all shared, identifiers and datetimes skipped)."),
-        categorical: Optional[list[str]] = typer.Option(None, "--categorical", help="Treat these columns as categorical whatever their dtype."),
+        columns: Optional[list[str]] = typer.Option(
+            None, "--columns",
+            help="Columns to compare (comma-separated; default: all shared, identifiers and datetimes skipped)."),
+        categorical: Optional[list[str]] = typer.Option(
+            None, "--categorical", help="Treat these columns as categorical whatever their dtype."),
         bins: int = typer.Option(10, help="Reference-quantile bins for numeric PSI."),
         alpha: float = typer.Option(0.01, help="Family-wise significance level across columns."),
         correction: str = typer.Option("holm", help="Multiple-testing correction: holm, bonferroni or none."),
         psi_warn: float = typer.Option(0.1, help="PSI at or above this: warn."),
         psi_drift: float = typer.Option(0.25, help="PSI at or above this: drift."),
-        cluster: Optional[str] = typer.Option(None, "--cluster", help="Rows are clustered by this column (e.g. request_id for slates): tests use n / mean cluster size."),
-        by_day: Optional[str] = typer.Option(None, "--by-day", help="Monitor: split the current data by the calendar day of this timestamp column and compare each day with the reference."),
-        onset: Optional[str] = typer.Option(None, "--onset", help="Monitor: known drift onset day (YYYY-MM-DD) for detection delay and false-alarm rate."),
-        alarm_on: str = typer.Option("drift", "--alarm-on", help="Monitor: a day alarms at this verdict: drift or warn."),
-        consecutive: int = typer.Option(1, "--consecutive", help="Monitor: days in a row the verdict must hold to alarm."),
+        cluster: Optional[str] = typer.Option(
+            None, "--cluster",
+            help="Rows are clustered by this column (e.g. request_id for slates): tests use n / mean cluster size."),
+        by_day: Optional[str] = typer.Option(
+            None, "--by-day", help="Monitor: split the current data by the calendar day of this timestamp column and "
+                                   "compare each day with the reference."),
+        onset: Optional[str] = typer.Option(
+            None, "--onset",
+            help="Monitor: known drift onset day (YYYY-MM-DD) for detection delay and false-alarm rate."),
+        alarm_on: str = typer.Option(
+            "drift", "--alarm-on", help="Monitor: a day alarms at this verdict: drift or warn."),
+        consecutive: int = typer.Option(
+            1, "--consecutive", help="Monitor: days in a row the verdict must hold to alarm."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-        out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result here (for `recs report`)."),
-        fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 1 when the verdict is drift (monitor: when any day alarms)."),
+        out_file: Optional[Path] = typer.Option(
+            None, "--out", help="Also write the JSON result here (for `recs report`)."),
+        fail_on_drift: bool = typer.Option(
+            False, "--fail-on-drift", help="Exit 1 when the verdict is drift (monitor: when any day alarms)."),
     ) -> None:
         """Compare feature and score distributions (PSI, KS, chi-square; Holm-corrected) and give a verdict."""
         # imported here: scipy.stats alone takes ~0.7 s, paid by every `recs` command if imported at the top

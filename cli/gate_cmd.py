@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         else:
             out.print(_table(report))
             verdict = "[bold green]all gates passed[/]" if report.passed else \
-                f"[bold red]{len(report.failed)} gate(s) failed:[/] " + escape(", ".join(r.gate.name for r in report.failed))
+                (f"[bold red]{len(report.failed)} gate(s) failed:[/] "
+                 + escape(", ".join(r.gate.name for r in report.failed)))
             console.print(verdict, highlight=False)
         if not report.passed:
             raise typer.Exit(1)

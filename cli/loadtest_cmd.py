@@ -50,7 +50,9 @@ def register(app: typer.Typer) -> None:
     @app.command("loadtest")
     def loadtest(
         url: str = typer.Option(..., "--url", help="Server base URL on loopback, e.g. http://127.0.0.1:8000."),
-        rate: str = typer.Option(..., "--rate", help="Target arrival rate, requests/s (open loop); a list like 250,500,1000 runs a sweep."),
+        rate: str = typer.Option(
+            ..., "--rate",
+            help="Target arrival rate, requests/s (open loop); a list like 250,500,1000 runs a sweep."),
         duration: float = typer.Option(..., "--duration", help="Seconds of scheduled traffic."),
         mix: str = typer.Option("home=0.6,search=0.4", "--mix", help="Traffic mix, e.g. home=0.6,search=0.4."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -63,7 +65,8 @@ def register(app: typer.Typer) -> None:
         warmup: float = typer.Option(0.0, "--warmup", help="Seconds of traffic sent first and left out of stats."),
         procs: int = typer.Option(1, "--procs", help="Client processes sharing the schedule."),
         engine: str = typer.Option("raw", "--engine", help="raw (built-in asyncio HTTP/1.1, fastest) or httpx."),
-        server_cores: Optional[float] = typer.Option(None, "--server-cores", help="Cores the server used (recorded for `recs capacity`)."),
+        server_cores: Optional[float] = typer.Option(
+            None, "--server-cores", help="Cores the server used (recorded for `recs capacity`)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the request plan."),
         save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON result to this file."),
     ) -> None:
@@ -100,15 +103,19 @@ def register(app: typer.Typer) -> None:
         p99_budget_ms: float = typer.Option(120, "--p99-budget-ms", help="End-to-end p99 latency budget."),
         measured: list[Path] = typer.Option(..., "--measured", help="`recs loadtest --json` output(s); repeatable."),
         cache_hit: float = typer.Option(0.0, "--cache-hit", help="Share of peak traffic served from cache."),
-        cache_hit_cost: float = typer.Option(0.02, "--cache-hit-cost", help="CPU cost of a cache hit relative to a miss."),
+        cache_hit_cost: float = typer.Option(
+            0.02, "--cache-hit-cost", help="CPU cost of a cache hit relative to a miss."),
         headroom: float = typer.Option(0.3, "--headroom", help="Fraction of sustainable per-core rate kept free."),
         cores_per_server: int = typer.Option(16, "--cores-per-server", help="Cores per serving host."),
         zones: int = typer.Option(3, "--zones", help="Availability zones; peak must be served with one zone down."),
         spare_per_zone: int = typer.Option(1, "--spare-per-zone", help="Extra servers per zone (N+1)."),
-        overhead_ms: float = typer.Option(0.0, "--overhead-ms", help="Part of the budget spent outside the server (network, gateway)."),
+        overhead_ms: float = typer.Option(
+            0.0, "--overhead-ms", help="Part of the budget spent outside the server (network, gateway)."),
         max_error_rate: float = typer.Option(0.001, "--max-error-rate", help="Highest error rate of a usable run."),
-        server_cores: Optional[float] = typer.Option(None, "--server-cores", help="Cores the measured server used (overrides the JSON)."),
-        max_fallback_share: float = typer.Option(0.05, "--max-fallback-share", help="Highest share of degraded (fallback) answers of a usable run."),
+        server_cores: Optional[float] = typer.Option(
+            None, "--server-cores", help="Cores the measured server used (overrides the JSON)."),
+        max_fallback_share: float = typer.Option(
+            0.05, "--max-fallback-share", help="Highest share of degraded (fallback) answers of a usable run."),
         json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     ) -> None:
         """Servers and cores needed at peak from measured per-core throughput; prints every assumption."""

@@ -13,7 +13,8 @@ from recs.reports.runs import build_report, load_runs
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        runs: list[Path] = typer.Option(..., "--runs", help="Run folder holding *.json results (repeat, or list more after it)."),
+        runs: list[Path] = typer.Option(
+            ..., "--runs", help="Run folder holding *.json results (repeat, or list more after it)."),
         more: Optional[list[Path]] = typer.Argument(None, help="More run folders.", show_default=False),
         out: Path = typer.Option(..., "--out", help="Folder to write report.html and report.md into."),
         title: str = typer.Option("recs report", help="Report title."),

@@ -33,19 +33,33 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         bundle: Path = typer.Option(..., "--bundle", help="Signed bundle (folder or .tar.gz) to serve."),
-        public_key: Path = typer.Option(..., "--public-key", help="Ed25519 public key (PEM) the bundle must verify with."),
+        public_key: Path = typer.Option(
+            ..., "--public-key", help="Ed25519 public key (PEM) the bundle must verify with."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
         port: int = typer.Option(8000, "--port", help="TCP port."),
-        workers: int = typer.Option(1, "--workers", help="Worker processes (each loads the bundle; inventory updates, events and reloads reach all through a shared journal)."),
-        admin_token: Optional[str] = typer.Option(None, "--admin-token", help="Token for POST /admin/reload (default: $RECS_ADMIN_TOKEN; unset: reload disabled)."),
-        deadline_ms: float = typer.Option(50.0, "--deadline-ms", help="Per-request deadline; the ranker is skipped when retrieval used most of it."),
-        shed_in_flight: int = typer.Option(64, "--shed-in-flight", help="Serve popular lists when more requests than this are in flight."),
-        shed_queue_ms: float = typer.Option(30.0, "--shed-queue-ms", help="Serve popular lists to a request that queued longer than this."),
-        rank_skip_ms: float = typer.Option(20.0, "--rank-skip-ms", help="Skip the ranker (retrieval order) when queue pressure exceeds this; 0: never for load."),
+        workers: int = typer.Option(
+            1, "--workers", help="Worker processes (each loads the bundle; inventory updates, events and reloads reach "
+                                 "all through a shared journal)."),
+        admin_token: Optional[str] = typer.Option(
+            None, "--admin-token",
+            help="Token for POST /admin/reload (default: $RECS_ADMIN_TOKEN; unset: reload disabled)."),
+        deadline_ms: float = typer.Option(
+            50.0, "--deadline-ms", help="Per-request deadline; the ranker is skipped when retrieval used most of it."),
+        shed_in_flight: int = typer.Option(
+            64, "--shed-in-flight", help="Serve popular lists when more requests than this are in flight."),
+        shed_queue_ms: float = typer.Option(
+            30.0, "--shed-queue-ms", help="Serve popular lists to a request that queued longer than this."),
+        rank_skip_ms: float = typer.Option(
+            20.0, "--rank-skip-ms",
+            help="Skip the ranker (retrieval order) when queue pressure exceeds this; 0: never for load."),
         home_ttl: float = typer.Option(30.0, "--home-ttl", help="Seconds a cached home answer (no history) lives."),
-        search_ttl: float = typer.Option(60.0, "--search-ttl", help="Seconds a cached suggestion answer (no history) lives."),
-        audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="Append every served slate as JSON lines (testing the filters)."),
-        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="--workers N: empty folder for the shared write journal and worker status (default: a new temporary folder, removed at exit)."),
+        search_ttl: float = typer.Option(
+            60.0, "--search-ttl", help="Seconds a cached suggestion answer (no history) lives."),
+        audit_log: Optional[Path] = typer.Option(
+            None, "--audit-log", help="Append every served slate as JSON lines (testing the filters)."),
+        run_dir: Optional[Path] = typer.Option(
+            None, "--run-dir", help="--workers N: empty folder for the shared write journal and worker status "
+                                    "(default: a new temporary folder, removed at exit)."),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
         """Serve recommendations and search suggestions from a verified bundle."""

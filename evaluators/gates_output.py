@@ -39,7 +39,8 @@ def to_markdown(report: GateReport) -> str:
     head = "## Release gates: " + ("✅ all passed" if report.passed else f"❌ {c['fail']} failed")
     lines = [head, "",
              f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped. Candidate `{report.candidate}`"
-             + (f", baseline `{report.baseline}`" if report.baseline else ", no baseline") + f", config `{report.config}`.",
+             + (f", baseline `{report.baseline}`" if report.baseline else ", no baseline")
+             + f", config `{report.config}`.",
              "", "| gate | status | value | threshold | baseline | Δ vs baseline | note |",
              "|---|---|---:|---|---:|---:|---|"]
     order = {"fail": 0, "skip": 1, "pass": 2}

@@ -61,7 +61,8 @@ FEATURES: tuple[Feature, ...] = (
             "user (or session) vector . mean vector of the item's subcategory (denoised, covers items with no data)"),
     Feature("emb_known", "float32", 0.0, "retrieval", "1 if an embedding score exists for this pair"),
     Feature("cm_score", "float32", -3.0, "retrieval",
-            "position-debiased click model's attraction logit for this visitor and item (models/retrievers/click_model)"),
+            "position-debiased click model's attraction logit for this visitor and item "
+            "(models/retrievers/click_model)"),
     Feature("cm_pop_score", "float32", -3.0, "retrieval",
             "click model's population appeal: logit of the item's mean attraction over a sample of its learnt users"),
     Feature("covisit_score", "float32", 0.0, "retrieval", "co-visitation score with the session and user history"),

@@ -52,7 +52,8 @@ def with_candidate_negatives(lab: pl.DataFrame, cands: dict[str, np.ndarray], pe
     clicked); logged rows keep their real positions, so the `position` feature still learns position bias.
     """
     extra = []
-    shown = lab.group_by("request_id", maintain_order=True).agg(pl.col("item_id"), pl.col("ts").first(), pl.col("position").max())
+    shown = lab.group_by("request_id", maintain_order=True).agg(pl.col("item_id"), pl.col("ts").first(),
+                                                                pl.col("position").max())
     for rid, items, ts, max_pos in shown.iter_rows():
         have = set(items)
         pool = [i for i in cands.get(rid, ()) if i not in have]

@@ -332,7 +332,8 @@ def _bar_svg(c: BarChart) -> str:
                 x0, x1 = sorted((vs_(0.0), vs_(min(float(v), cap))))
                 y = top + band * i + pad + bar * j
                 parts.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0, 0.5):.1f}" height="{bar:.1f}" '
-                             f'fill="{color}"><title>{escape(cat)} · {escape(name)}: {format_number(v)}</title></rect>')
+                             f'fill="{color}"><title>{escape(cat)} · {escape(name)}: '
+                             f'{format_number(v)}</title></rect>')
                 if float(v) > cap:
                     parts.append(f'<path d="M{x1 - 8:.1f},{y:.1f} l4,{bar / 2:.1f} l-4,{bar / 2:.1f}" fill="none" '
                                  f'stroke="#ffffff" stroke-width="2"/>')
@@ -355,7 +356,8 @@ def _bar_svg(c: BarChart) -> str:
                 y0, y1 = sorted((vs_(0.0), vs_(min(float(v), cap))))
                 x = left + band * i + pad + bar * j
                 parts.append(f'<rect x="{x:.1f}" y="{y0:.1f}" width="{bar:.1f}" height="{max(y1 - y0, 0.5):.1f}" '
-                             f'fill="{color}"><title>{escape(cat)} · {escape(name)}: {format_number(v)}</title></rect>')
+                             f'fill="{color}"><title>{escape(cat)} · {escape(name)}: '
+                             f'{format_number(v)}</title></rect>')
                 if float(v) > cap:
                     parts.append(f'<path d="M{x:.1f},{y0 + 8:.1f} l{bar / 2:.1f},-4 l{bar / 2:.1f},4" fill="none" '
                                  f'stroke="#ffffff" stroke-width="2"/>')

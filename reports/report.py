@@ -127,7 +127,8 @@ class Report:
                    vlines: Sequence[tuple[Any, str]] = (), y_zero: bool = False, caption: str | None = None,
                    md_data: bool = True) -> "Report":
         """Line chart: `series` maps a name to (x values, y values), or is a list of `Series`."""
-        ss = [Series(n, list(x), list(y)) for n, (x, y) in series.items()] if isinstance(series, Mapping) else list(series)
+        ss = ([Series(n, list(x), list(y)) for n, (x, y) in series.items()] if isinstance(series, Mapping)
+              else list(series))
         return self.add(Figure(LineChart(title, ss, x_label, y_label, list(hlines), list(vlines), y_zero), caption,
                                md_data))
 

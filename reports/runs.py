@@ -182,7 +182,8 @@ def render_drift(rep: Report, data: dict[str, Any]) -> None:
             warn, drift = cfg.get("psi_warn", 0.1), cfg.get("psi_drift", 0.25)
             rep.bar_chart("PSI by feature", [f["column"] for f in tested], [f["psi"] for f in tested],
                           x_label="feature", y_label="PSI", hlines=[(warn, f"warn {warn}"), (drift, f"drift {drift}")],
-                          md_data=False, value_max=max(1.0, 4 * drift) if tested[0]["psi"] > max(1.0, 4 * drift) else None)
+                          md_data=False,
+                          value_max=max(1.0, 4 * drift) if tested[0]["psi"] > max(1.0, 4 * drift) else None)
     rest = {k: v for k, v in data.items() if k not in ("features", "verdict", "reasons")}
     render_generic(rep, rest)
 

@@ -63,13 +63,16 @@ def _features(imp: pl.DataFrame, catalog: pl.DataFrame, item_stats: pl.DataFrame
     """Model inputs; item click rate is smoothed and, on training rows (`own_click`), leave-one-out."""
     med = catalog.group_by("subcategory").agg(pl.col("price").median().alias("_med"))
     cat = catalog.join(med, on="subcategory").select(
-        "item_id", pl.col("price").log().alias("log_price"), (pl.col("price") / pl.col("_med")).log().alias("rel_price"),
+        "item_id", pl.col("price").log().alias("log_price"),
+        (pl.col("price") / pl.col("_med")).log().alias("rel_price"),
         pl.col("subcategory").cast(pl.Categorical).to_physical().cast(pl.Int32).alias("subcat"))
     return (imp.join(cat, on="item_id", how="left").join(item_stats, on="item_id", how="left")
-            .with_columns(pl.col("position").cast(pl.Int32), (pl.col("surface") == "search").cast(pl.Int8).alias("is_search"),
+            .with_columns(pl.col("position").cast(pl.Int32),
+                          (pl.col("surface") == "search").cast(pl.Int8).alias("is_search"),
                           pl.col("user_id").is_null().cast(pl.Int8).alias("anonymous"),
                           pl.col("_n").fill_null(0.0).log1p().alias("item_imps"),
-                          ((pl.col("_c").fill_null(0.0) - (pl.col("click").cast(pl.Float64) if own_click else 0.0) + 1.0)
+                          ((pl.col("_c").fill_null(0.0)
+                            - (pl.col("click").cast(pl.Float64) if own_click else 0.0) + 1.0)
                            / (pl.col("_n").fill_null(0.0) - (1.0 if own_click else 0.0) + 10.0)).alias("item_ctr"),
                           pl.col("ts").dt.hour().cast(pl.Int32).alias("hour")))
 
@@ -174,7 +177,8 @@ def _run(ds: Path, cfg: DelayedFeedbackConfig, say) -> dict:
                   "observed_rate_matured": float(y_obs[matured].mean()) if matured.any() else None,
                   "eventual_rate": float(train["converted"].mean()), "matured_share": float(matured.mean()),
                   "pending_expected": float(p_pend.sum())},
-        "test": {"true_rate": true_rate, "realised_rate": float(y_test.mean()), "requests": scored["request_id"].n_unique()},
+        "test": {"true_rate": true_rate, "realised_rate": float(y_test.mean()),
+                 "requests": scored["request_id"].n_unique()},
         "window_capture": win_share,
         "variants": variants,
     }

@@ -107,7 +107,7 @@ class InformedPolicy:
         match = [s for s in range(len(names)) if names[s].startswith(request.query)]
         if not match:
             return rows, choice.sigmoid(base).mean(axis=0)
-        weights = intent_probs(c, vecs)[:, match]                      # (n_vecs, n_match): joint posterior, unnormalised
+        weights = intent_probs(c, vecs)[:, match]  # (n_vecs, n_match): joint posterior, unnormalised
         weights = weights / weights.sum()
         b = w.cfg.search_intent_boost
         out = np.zeros(len(rows))

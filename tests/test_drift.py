@@ -141,7 +141,8 @@ def test_config_validation() -> None:
         MonitorConfig(consecutive=0)
 
 
-def _run(rng: np.random.Generator, days: int, onset: int | None, shift: float, n: int = 1500) -> dict[date, pl.DataFrame]:
+def _run(rng: np.random.Generator, days: int, onset: int | None, shift: float,
+         n: int = 1500) -> dict[date, pl.DataFrame]:
     d0 = date(2024, 3, 1)
     return {d0 + timedelta(days=i): features(n, rng, shift if onset is not None and i >= onset else 0.0)
             for i in range(days)}

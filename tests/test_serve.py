@@ -163,7 +163,8 @@ def test_inventory_updates_all_kinds_and_bad_input(client):
     ids = _ids(client.get("/v1/recommendations", params={"user_id": _known_user(client), "k": 20}))
     restricted, blocked_item = ids[0], ids[1]
     seller = st.seller_id[st.index[blocked_item]]
-    assert client.post("/v1/inventory", json={"kind": "restricted", "item_id": restricted, "value": 1}).status_code == 200
+    assert client.post("/v1/inventory",
+                       json={"kind": "restricted", "item_id": restricted, "value": 1}).status_code == 200
     assert client.post("/v1/inventory", json={"kind": "blocked_seller", "seller_id": seller}).status_code == 200
     assert client.post("/v1/inventory", json={"kind": "price", "item_id": ids[2], "value": 9.5}).status_code == 200
     assert st.price[st.index[ids[2]]] == 9.5

@@ -120,7 +120,8 @@ class IngestConfig:
         if self.interaction_kind not in ("click", "add_to_cart", "purchase"):
             raise ValueError(f"interaction_kind must be click, add_to_cart or purchase, got {self.interaction_kind!r}")
         if self.max_memory is not None and self.max_memory < MIN_MEMORY:
-            raise ValueError(f"max_memory (--max-memory) must be at least {MIN_MEMORY >> 20} MiB (got {self.max_memory >> 20} MiB): "
+            raise ValueError(f"max_memory (--max-memory) must be at least {MIN_MEMORY >> 20} MiB "
+                             f"(got {self.max_memory >> 20} MiB): "
                              f"the interpreter and libraries alone take about {BASE_MEMORY >> 20} MiB")
         for name in ("batch_rows", "writer_buffer_bytes", "resolve_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -92,7 +92,8 @@ class AnnIndex:
         return self.measured_recall >= self.config.target_recall
 
     @classmethod
-    def build(cls, vectors: np.ndarray, config: AnnConfig | None = None, queries: np.ndarray | None = None) -> "AnnIndex":
+    def build(cls, vectors: np.ndarray, config: AnnConfig | None = None,
+              queries: np.ndarray | None = None) -> "AnnIndex":
         """Index `vectors`; measure recall on `queries` (default: a sample of the vectors themselves)."""
         cfg = config or AnnConfig()
         x = _as_matrix(vectors, "vectors")

@@ -38,4 +38,5 @@ def load_retriever(path: str | Path) -> Retriever:
 
 
 __all__ = ["RETRIEVERS", "GLOBAL", "load_retriever", "PopularityRetriever", "PopularityConfig", "CovisitRetriever",
-           "CovisitConfig", "ContentRetriever", "ContentConfig", "SuggestRetriever", "SuggestConfig", "ClickModelRetriever", "ClickModelConfig"]
+           "CovisitConfig", "ContentRetriever", "ContentConfig", "SuggestRetriever", "SuggestConfig",
+           "ClickModelRetriever", "ClickModelConfig"]
