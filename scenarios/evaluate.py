@@ -45,8 +45,9 @@ class EvaluateConfig:
     retrievers: bool = True
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.max_requests < 1 or self.true_ctr_requests < 0 or self.seed < 0:
-            raise ValueError("k and max_requests must be >= 1, true_ctr_requests and seed >= 0")
+        for name, low in (("k", 1), ("max_requests", 1), ("true_ctr_requests", 0), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
 def holdout_state(dataset: Path, as_of: datetime) -> OnlineState:

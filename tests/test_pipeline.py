@@ -106,8 +106,9 @@ def test_true_ctr_requests_are_their_own_stream(trained, monkeypatch):
     res = evaluate(model, ds, EvaluateConfig(max_requests=50, true_ctr_requests=40, seed=2, retrievers=False))
     assert seen == [2 + TRUE_CTR_STREAM]
     assert res["true_ctr_requests"] == {"n": 40, "seed": 2, "stream": 2 + TRUE_CTR_STREAM}
-    with pytest.raises(ValueError, match="seed"):
-        EvaluateConfig(seed=-1)
+    for field, bad in (("seed", -1), ("k", 0), ("max_requests", 0), ("true_ctr_requests", -1)):
+        with pytest.raises(ValueError, match=f"^{field} must be >= .*got {bad}$"):   # each bound named alone
+            EvaluateConfig(**{field: bad})
 
 
 def test_cli_train_and_evaluate_errors(tmp_path, trained):
