@@ -21,8 +21,8 @@ from recs.features.snapshot import Snapshot
 from recs.features.spec import check_spec
 from recs.models.base import Candidates, RetrievalQuery, Retriever
 from recs.models.candidates import BlendConfig, merge_candidates
-from recs.models.ranker import Ranker
-from recs.models.rerank import RerankConfig, rerank
+from recs.models.ranker import BaseScore, Ranker
+from recs.models.rerank import SURFACES, RerankConfig, rerank
 
 HISTORY_LEN = 50
 
@@ -45,9 +45,13 @@ class Pipeline:
     def __init__(self, retrievers: dict[str, Retriever], ranker: Ranker | None, snapshot: Snapshot,
                  state: OnlineState, histories: dict[str, tuple[str, ...]], blend: BlendConfig = BlendConfig(),
                  rerank_cfg: RerankConfig = RerankConfig(), policy_id: str = "pipeline",
-                 fallback: dict[str, list[str]] | None = None, cold_ranker: Ranker | None = None) -> None:
+                 fallback: dict[str, list[str]] | None = None, cold_ranker: Ranker | None = None,
+                 tree_surfaces: tuple[str, ...] = SURFACES) -> None:
         self.retrievers, self.ranker, self.snapshot, self.state = retrievers, ranker, snapshot, state
         self.cold_ranker = cold_ranker   # for context-free visitors (see `is_context_free`); None: `ranker` for all
+        # surfaces where the personal ranker's trees are used; elsewhere its base score alone (`BaseScore`)
+        self.tree_surfaces = tuple(tree_surfaces)
+        self._base_only = BaseScore(ranker) if ranker is not None and ranker.base_feature else None
         self.histories, self.blend, self.rerank_cfg, self.policy_id = histories, blend, rerank_cfg, policy_id
         self.fallback = fallback or {}
         self.attrs = attrs_from_state(state)
@@ -178,9 +182,11 @@ class Pipeline:
         """No visitor signal at all: anonymous (or unknown) with no history and no clicks in the session."""
         return not request.recent_items and not self.history(request.user_id)
 
-    def ranker_for(self, request: Request) -> Ranker | None:
+    def ranker_for(self, request: Request) -> Ranker | BaseScore | None:
         if self.cold_ranker is not None and self.is_context_free(request):
             return self.cold_ranker
+        if self._base_only is not None and request.surface not in self.tree_surfaces:
+            return self._base_only
         return self.ranker
 
     def score(self, request: Request, ids: np.ndarray, feats: dict[str, np.ndarray],
@@ -217,12 +223,13 @@ class Pipeline:
             stages.append("rank" if (self.ranker is not None and use_ranker and not over) else "retrieval_order")
         purchased = frozenset(i for i, kind in self.state.user_history.get(request.user_id, ())
                               if kind == "purchase") if request.user_id else frozenset()
-        out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, self.rerank_cfg, purchased,
+        cfg = self.rerank_cfg.for_surface(request.surface)
+        out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, cfg, purchased,
                                  self.rows_of(ids) if not fallback else None)
         if len(out_ids) < k and not fallback:
             extra = [i for i in self.fallback_candidates(request) if i not in set(out_ids)]
             more, more_sc = rerank(extra, -np.arange(len(extra), dtype=float), self.state, request.ts,
-                                   k - len(out_ids), self.rerank_cfg, purchased)
+                                   k - len(out_ids), cfg, purchased)
             out_ids += more
             out_sc += [min(out_sc, default=0.0) - 1.0 - j for j in range(len(more))]
         times.add("rerank", t0)
@@ -282,7 +289,8 @@ class Pipeline:
         blend = BlendConfig.from_json(meta.get("blend", {}))
         rr = RerankConfig(**meta.get("rerank", {}))
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
+        trees = tuple(meta.get("ranker", {}).get("tree_surfaces", SURFACES))   # older models: trees everywhere
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
-                   meta.get("policy_id", "pipeline"), fallback, cold)
+                   meta.get("policy_id", "pipeline"), fallback, cold, trees)
 
 

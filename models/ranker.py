@@ -94,6 +94,18 @@ class Ranker:
         return cls(booster, 0, meta.get("valid_ndcg"), meta.get("base_feature"), float(meta.get("base_weight", 1.0)))
 
 
+@dataclass
+class BaseScore:
+    """A ranker's base score without its trees: served where the trees were measured not to help (the personal
+    ranker on the search bar, `TrainConfig.tree_surfaces`)."""
+
+    ranker: Ranker
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        base = base_scores(X, self.ranker.base_feature, self.ranker.base_weight)
+        return self.ranker.predict(X) if base is None else base
+
+
 def _groups(request_of_row: np.ndarray) -> np.ndarray:
     """Group sizes for rows sorted by request."""
     _, counts = np.unique(request_of_row, return_counts=True)

@@ -5,7 +5,7 @@ that is out of stock, restricted, from a blocked seller or not yet live at reque
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -13,16 +13,31 @@ import numpy as np
 from recs.datasets.online_state import OnlineState
 
 
+SURFACES = ("home", "search")
+
+
 @dataclass(frozen=True)
 class RerankConfig:
-    """`max_per_category`: at most this many items of one category in a slate (0: no cap)."""
+    """`max_per_category`: at most this many items of one category in a slate (0: no cap), on the surfaces in
+    `cap_surfaces` (the home page by default: a discovery feed; search suggestions follow the typed prefix)."""
 
     max_per_category: int = 4
     exclude_purchased: bool = True
+    cap_surfaces: tuple[str, ...] = ("home",)
 
     def __post_init__(self) -> None:
         if self.max_per_category < 0:
             raise ValueError("max_per_category must be >= 0")
+        object.__setattr__(self, "cap_surfaces", tuple(self.cap_surfaces))     # a list when read from JSON
+        unknown = set(self.cap_surfaces) - set(SURFACES)
+        if unknown:
+            raise ValueError(f"cap_surfaces: unknown surface(s) {sorted(unknown)}; known: {', '.join(SURFACES)}")
+
+    def for_surface(self, surface: str) -> "RerankConfig":
+        """This configuration as it applies to a request on `surface` (the cap off where it does not apply)."""
+        if surface in self.cap_surfaces or not self.max_per_category:
+            return self
+        return replace(self, max_per_category=0)
 
 
 def policy_filter(item_ids, state: OnlineState, ts: datetime | None,

@@ -28,7 +28,7 @@ from recs.models.candidates import BlendConfig
 from recs.models.pipeline import Pipeline
 from recs.models.ranker import RankerConfig, train_ranker
 from recs.models.registry import KINDS, make_retriever
-from recs.models.rerank import RerankConfig
+from recs.models.rerank import SURFACES, RerankConfig
 from recs.models.state_files import histories_frame, save_state, state_frames
 from recs.models.training_rows import build_rows, day_snapshots, day_start, split_by_time
 
@@ -58,6 +58,9 @@ class TrainConfig:
     ranker_negatives: int = 40            # unshown retrieved candidates per request added as non-clicks (0: off)
     ranker_negative_weight: float = 1.0   # their row weight (logged rows weigh 1; LightGBM lambdarank weighs groups)
     cold_ranker: bool = True              # a separate ranker for context-free visitors
+    # surfaces where the personal ranker's trees are served; elsewhere its base score (the click model's) alone:
+    # on the search bar the trees lowered true CTR on two development sets of the demo world (docs/PIPELINE.md)
+    tree_surfaces: tuple[str, ...] = ("home",)
 
     def __post_init__(self) -> None:
         if self.holdout_days < 0 or self.ranker_days < 1:
@@ -65,6 +68,8 @@ class TrainConfig:
         unknown = set(self.retrievers) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown retrievers: {sorted(unknown)}")
+        if set(self.tree_surfaces) - set(SURFACES):
+            raise ValueError(f"tree_surfaces: unknown surface(s) {sorted(set(self.tree_surfaces) - set(SURFACES))}")
 
 
 @dataclass
@@ -249,7 +254,7 @@ def write_model(dataset: Path, out: Path, tables: Tables, retrievers: dict, fit:
         "blend": cfg.blend.to_json(), "rerank": asdict(cfg.rerank), "ranker": {
             "best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg, "rows": fit.rows,
             "requests": fit.requests, "config": asdict(fit.config), "negatives_per_request": cfg.ranker_negatives,
-            "models": fit.meta},
+            "models": fit.meta, "tree_surfaces": list(cfg.tree_surfaces)},
         "offline_metrics": {}, "stage_seconds": {k: round(v, 2) for k, v in times.items()},
         **(extra or {}),
     }

@@ -44,7 +44,8 @@ class _CandidatePolicy:
         if not len(ids):
             return self.pipe.rank(request, k)
         s = self.score(request, ids, feats)
-        out, sc = rerank(ids, s, self.pipe.state, request.ts, k, self.pipe.rerank_cfg, frozenset())
+        out, sc = rerank(ids, s, self.pipe.state, request.ts, k, self.pipe.rerank_cfg.for_surface(request.surface),
+                         frozenset())
         return Ranking(tuple(out), tuple(sc), ("diagnostic",))
 
 

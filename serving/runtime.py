@@ -206,12 +206,13 @@ class Runtime:
             stages.append("retrieval_order")
         try:
             purchased = self._purchased(served, req)
-            out_ids, out_sc = rerank(ids, scores, served.state, req.ts, k, p.rerank_cfg, purchased, p.rows_of(ids))
+            cfg = p.rerank_cfg.for_surface(req.surface)
+            out_ids, out_sc = rerank(ids, scores, served.state, req.ts, k, cfg, purchased, p.rows_of(ids))
             if len(out_ids) < k:
                 have = set(out_ids)
                 extra = [i for i in p.fallback_candidates(req) if i not in have]
                 more, _ = rerank(extra, -np.arange(len(extra), dtype=float), served.state, req.ts,
-                                 k - len(out_ids), p.rerank_cfg, purchased)
+                                 k - len(out_ids), cfg, purchased)
                 low = min(out_sc, default=0.0)
                 out_ids += more
                 out_sc += [low - 1.0 - j for j in range(len(more))]
@@ -232,8 +233,8 @@ class Runtime:
         p = served.pipeline
         try:
             cands = p.fallback_candidates(req)
-            ids, sc = rerank(cands, -np.arange(len(cands), dtype=float), served.state, req.ts, k, p.rerank_cfg,
-                             self._purchased(served, req))
+            ids, sc = rerank(cands, -np.arange(len(cands), dtype=float), served.state, req.ts, k,
+                             p.rerank_cfg.for_surface(req.surface), self._purchased(served, req))
             stages = ["fallback"]
         except Exception:  # nothing safe left to serve: an empty, honest answer rather than an unfiltered one
             self.metrics.errors.inc("fallback")

@@ -193,7 +193,55 @@ def test_context_free_visitors_get_their_own_ranker(trained):
     reqs = world.sample_requests(60, 5)
     anon = next(r for r in reqs if r.user_id is None and not r.recent_items)
     known = next(r for r in reqs if r.user_id is not None and pipe.history(r.user_id))
-    assert pipe.ranker_for(anon) is pipe.cold_ranker and pipe.ranker_for(known) is pipe.ranker
+    home = next(r for r in reqs if r.user_id is not None and r.surface == "home" and pipe.history(r.user_id))
+    assert pipe.ranker_for(anon) is pipe.cold_ranker and pipe.ranker_for(home) is pipe.ranker
+
+
+def test_personal_search_requests_are_ranked_by_the_base_score_alone(trained, tmp_path):
+    """`TrainConfig.tree_surfaces` (home): on the search bar the personal ranker's trees are not served, its base
+    score (the click model's) is; a model.json from before the setting serves the trees everywhere."""
+    import shutil
+
+    from recs.models.ranker import BaseScore
+
+    ds, model, meta = trained
+    assert meta["ranker"]["tree_surfaces"] == ["home"]
+    world = World.load(ds)
+    pipe = Pipeline.load(model, state=world.state)
+    reqs = world.sample_requests(80, 5)
+    search = next(r for r in reqs if r.surface == "search" and not pipe.is_context_free(r))
+    home = next(r for r in reqs if r.surface == "home" and not pipe.is_context_free(r))
+    assert isinstance(pipe.ranker_for(search), BaseScore) and pipe.ranker_for(home) is pipe.ranker
+    from recs.features.compute import compute_features
+    from recs.features.online import online_inputs
+    from recs.models.ranker import base_scores
+
+    ids, feats = pipe.candidates(search)
+    scores = pipe.score(search, ids, feats)
+    X = compute_features(online_inputs(search, ids, pipe.state, feats), pipe.snapshot, pipe.attrs)
+    np.testing.assert_array_equal(scores, base_scores(X, pipe.ranker.base_feature, pipe.ranker.base_weight))
+    assert not np.array_equal(scores, pipe.ranker.predict(X))        # the trees would have changed the order
+    old = tmp_path / "old_model"
+    shutil.copytree(model, old)
+    m = json.loads((old / "model.json").read_text())
+    del m["ranker"]["tree_surfaces"]
+    (old / "model.json").write_text(json.dumps(m))
+    legacy = Pipeline.load(old, state=world.state)
+    assert legacy.ranker_for(search) is legacy.ranker
+
+
+def test_category_cap_applies_on_the_home_page_only():
+    s = _state(9, [5] * 9, [False] * 9, set())          # categories c0, c1, c2 in turn
+    ids = ["i0", "i3", "i6", "i1", "i4", "i7", "i2", "i5", "i8"]       # all of c0 first, then c1, then c2
+    scores = -np.arange(9.0)
+    cfg = RerankConfig(max_per_category=2)
+    home, _ = rerank(ids, scores, s, T0 + timedelta(days=1), 4, cfg.for_surface("home"))
+    search, _ = rerank(ids, scores, s, T0 + timedelta(days=1), 4, cfg.for_surface("search"))
+    assert home == ["i0", "i3", "i1", "i4"] and search == ["i0", "i3", "i6", "i1"]
+    assert cfg.for_surface("home") is cfg and RerankConfig(cap_surfaces=["home", "search"]).for_surface("search")\
+        .max_per_category == 4
+    with pytest.raises(ValueError, match="cap_surfaces"):
+        RerankConfig(cap_surfaces=("feed",))
 
 
 def test_candidate_negatives_are_unshown_grade_zero_rows():
