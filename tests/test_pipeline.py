@@ -197,36 +197,44 @@ def test_context_free_visitors_get_their_own_ranker(trained):
     assert pipe.ranker_for(anon) is pipe.cold_ranker and pipe.ranker_for(home) is pipe.ranker
 
 
-def test_personal_search_requests_are_ranked_by_the_base_score_alone(trained, tmp_path):
-    """`TrainConfig.tree_surfaces` (home): on the search bar the personal ranker's trees are not served, its base
-    score (the click model's) is; a model.json from before the setting serves the trees everywhere."""
+def test_tree_surfaces_serve_the_base_score_where_the_trees_are_off(trained, tmp_path):
+    """`TrainConfig.tree_surfaces`: by default the personal ranker's trees serve both surfaces; a model whose
+    model.json says ["home"] serves the base score (the click model's) alone on the search bar; a model.json from
+    before the setting serves the trees everywhere."""
     import shutil
 
-    from recs.models.ranker import BaseScore
+    from recs.features.compute import compute_features
+    from recs.features.online import online_inputs
+    from recs.models.ranker import BaseScore, base_scores
 
     ds, model, meta = trained
-    assert meta["ranker"]["tree_surfaces"] == ["home"]
+    assert meta["ranker"]["tree_surfaces"] == ["home", "search"]
     world = World.load(ds)
     pipe = Pipeline.load(model, state=world.state)
     reqs = world.sample_requests(80, 5)
     search = next(r for r in reqs if r.surface == "search" and not pipe.is_context_free(r))
     home = next(r for r in reqs if r.surface == "home" and not pipe.is_context_free(r))
-    assert isinstance(pipe.ranker_for(search), BaseScore) and pipe.ranker_for(home) is pipe.ranker
-    from recs.features.compute import compute_features
-    from recs.features.online import online_inputs
-    from recs.models.ranker import base_scores
+    assert pipe.ranker_for(search) is pipe.ranker and pipe.ranker_for(home) is pipe.ranker
 
-    ids, feats = pipe.candidates(search)
-    scores = pipe.score(search, ids, feats)
-    X = compute_features(online_inputs(search, ids, pipe.state, feats), pipe.snapshot, pipe.attrs)
-    np.testing.assert_array_equal(scores, base_scores(X, pipe.ranker.base_feature, pipe.ranker.base_weight))
-    assert not np.array_equal(scores, pipe.ranker.predict(X))        # the trees would have changed the order
-    old = tmp_path / "old_model"
-    shutil.copytree(model, old)
-    m = json.loads((old / "model.json").read_text())
-    del m["ranker"]["tree_surfaces"]
-    (old / "model.json").write_text(json.dumps(m))
-    legacy = Pipeline.load(old, state=world.state)
+    def with_trees(surfaces) -> Pipeline:
+        folder = tmp_path / "_".join(surfaces or ["legacy"])
+        shutil.copytree(model, folder)
+        m = json.loads((folder / "model.json").read_text())
+        if surfaces is None:
+            del m["ranker"]["tree_surfaces"]
+        else:
+            m["ranker"]["tree_surfaces"] = surfaces
+        (folder / "model.json").write_text(json.dumps(m))
+        return Pipeline.load(folder, state=world.state)
+
+    home_only = with_trees(["home"])
+    assert isinstance(home_only.ranker_for(search), BaseScore) and home_only.ranker_for(home) is home_only.ranker
+    ids, feats = home_only.candidates(search)
+    scores = home_only.score(search, ids, feats)
+    X = compute_features(online_inputs(search, ids, home_only.state, feats), home_only.snapshot, home_only.attrs)
+    np.testing.assert_array_equal(scores, base_scores(X, home_only.ranker.base_feature, home_only.ranker.base_weight))
+    assert not np.array_equal(scores, home_only.ranker.predict(X))      # the trees would have changed the scores
+    legacy = with_trees(None)
     assert legacy.ranker_for(search) is legacy.ranker
 
 
