@@ -162,6 +162,7 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
         overall[name] = v.ctr
         overall[f"{name}_stderr"] = v.ctr_stderr
         overall[f"{name}_purchase_rate"] = v.purchase_rate
+        overall[f"{name}_revenue_per_request"] = v.revenue_per_request
         overall[f"{name}_violations"] = v.violations
         for seg, m in masks.items():
             if m.any():
@@ -169,4 +170,5 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
     overall["pipeline_vs_logging"] = overall["pipeline"] / overall["logging"]
     overall["pipeline_vs_oracle"] = overall["pipeline"] / overall["oracle"]
     overall["pipeline_vs_informed"] = overall["pipeline"] / overall["informed"]
+    overall["revenue_vs_logging"] = overall["pipeline_revenue_per_request"] / overall["logging_revenue_per_request"]
     return overall, seg_out

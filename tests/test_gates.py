@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def evaluate_json(ndcg=0.12, recall=0.2, anon_recall=0.1, new_items_recall=0.05, violations=0, coverage=0.3):
+def evaluate_json(ndcg=0.12, recall=0.2, anon_recall=0.1, new_items_recall=0.05, violations=0, coverage=0.3,
+                  revenue=30.0):
     seg = lambda n, r: {"ndcg": n, "recall": r, "mrr": 0.1, "hit_rate": 0.3, "n": 100}  # noqa: E731
     return {"kind": "evaluate", "k": 10,
             "segments": {"all": seg(ndcg, recall), "anonymous": seg(ndcg * 0.8, anon_recall),
                          "logged_in": seg(ndcg, recall), "new_users": seg(ndcg, recall),
                          "new_items": seg(0.01, new_items_recall)},
             "coverage": coverage, "policy_violations": violations,
-            "true_ctr": {"pipeline": 0.05, "logging": 0.045, "oracle": 0.09}, "retrievers": {}}
+            "true_ctr": {"pipeline": 0.05, "logging": 0.045, "oracle": 0.09, "pipeline_revenue_per_request": revenue},
+            "retrievers": {}}
 
 
 def replay_json(ci_low=1.01):  # the shape of `recs replay --counterfactual --json` (no "kind" key)
@@ -127,6 +129,10 @@ def test_example_gates_pass_on_a_good_run_and_fail_on_a_worse_model(tmp_path):
     assert failed == {"ndcg_all", "recall_anonymous"}
     r = next(r for r in rep.results if r.gate.name == "ndcg_all")
     assert r.value == 0.09 and r.baseline == 0.12 and r.bound == pytest.approx(0.11)
+    # a CTR-neutral model that loses 3% of the simulator's expected revenue per request fails the revenue gate alone
+    poorer = good_run(tmp_path / "poorer", evaluate=evaluate_json(revenue=29.1))
+    assert {r.gate.name for r in evaluate_gates(cfg, poorer, base).failed} == {"true_revenue_per_request"}
+    assert evaluate_gates(cfg, good_run(tmp_path / "level", evaluate=evaluate_json(revenue=29.5)), base).passed
 
 
 @pytest.mark.parametrize("override,gate", [

@@ -77,6 +77,8 @@ def test_evaluate_reports_segments_and_true_ctr(trained):
     tc = res["true_ctr"]
     assert tc["oracle"] > tc["logging"] and 0 < tc["pipeline"] < tc["oracle"]
     assert tc["logging"] < tc["informed"] <= tc["oracle"] * 1.001
+    assert all(tc[f"{p}_revenue_per_request"] > 0 for p in ("pipeline", "logging", "oracle", "informed"))
+    assert tc["revenue_vs_logging"] == tc["pipeline_revenue_per_request"] / tc["logging_revenue_per_request"]
     assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
 
 
@@ -192,7 +194,6 @@ def test_context_free_visitors_get_their_own_ranker(trained):
     pipe = Pipeline.load(model, state=world.state)
     reqs = world.sample_requests(60, 5)
     anon = next(r for r in reqs if r.user_id is None and not r.recent_items)
-    known = next(r for r in reqs if r.user_id is not None and pipe.history(r.user_id))
     home = next(r for r in reqs if r.user_id is not None and r.surface == "home" and pipe.history(r.user_id))
     assert pipe.ranker_for(anon) is pipe.cold_ranker and pipe.ranker_for(home) is pipe.ranker
 
