@@ -29,17 +29,21 @@ def train_all_cmd(
                                    help="Comma-separated kinds (default: all of them, as TrainConfig)."),
     embedding_epochs: int = typer.Option(None, "--embedding-epochs", help="Default: TrainConfig's."),
     max_ranker_requests: int = typer.Option(None, "--max-ranker-requests", help="Default: TrainConfig's."),
+    price_weight: float = typer.Option(None, "--price-weight",
+                                       help="Lean the ranking towards pricier items: + W x log(price) (default 0)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Labels, every retriever, then the LightGBM ranker: the one command a newcomer runs."""
+    from recs.models.rerank import RerankConfig
     from recs.models.train import TrainConfig, train_all
 
     _dataset(dataset)
     check_output_dir(out_dir, overwrite)
     try:
         given = {"retrievers": tuple(r.strip() for r in retrievers.split(",") if r.strip()) if retrievers else None,
-                 "embedding_epochs": embedding_epochs, "max_ranker_requests": max_ranker_requests}
+                 "embedding_epochs": embedding_epochs, "max_ranker_requests": max_ranker_requests,
+                 "rerank": RerankConfig(price_weight=price_weight) if price_weight is not None else None}
         cfg = TrainConfig(holdout_days=holdout_days, ranker_days=ranker_days,
                           **{k: v for k, v in given.items() if v is not None})
         with console.status("training") as status:

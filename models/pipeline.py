@@ -194,9 +194,15 @@ class Pipeline:
         ranker = self.ranker_for(request)
         if ranker is None or not use_ranker:
             return -feats["best_source_rank"].astype(float)
-        X = compute_features(online_inputs(request, ids, self.state, feats, self.rows_of(ids), self.codes),
-                             self.snapshot, self.attrs)
-        return ranker.predict(X)
+        rows = self.rows_of(ids)
+        X = compute_features(online_inputs(request, ids, self.state, feats, rows, self.codes), self.snapshot,
+                             self.attrs)
+        scores = ranker.predict(X)
+        w = self.rerank_cfg.price_weight
+        if w:       # trade clicks for revenue: + w x log(live price), items unknown to the state get no boost
+            price = np.where(rows >= 0, self.state.price[np.maximum(rows, 0)], 1.0)
+            scores = scores + w * np.log(np.maximum(price, 1e-6))
+        return scores
 
     def score_candidates(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """All eligible candidates with their ranker scores (for Plackett-Luce target policies)."""

@@ -239,6 +239,31 @@ def test_tree_surfaces_serve_the_base_score_where_the_trees_are_off(trained, tmp
     assert legacy.ranker_for(search) is legacy.ranker
 
 
+def test_price_weight_adds_its_log_price_term_and_leans_slates_to_pricier_items(trained):
+    from dataclasses import replace
+
+    ds, model, _ = trained
+    world = World.load(ds)
+    pipe = Pipeline.load(model, state=world.state)
+    reqs = [r for r in world.sample_requests(80, 7) if r.surface == "home"][:15]
+    plain, leaning = [], []
+    for req in reqs:
+        ids, feats = pipe.candidates(req)
+        base = pipe.score(req, ids, feats)
+        rows = pipe.rows_of(ids)
+        pipe.rerank_cfg = replace(pipe.rerank_cfg, price_weight=0.5)
+        tilted = pipe.score(req, ids, feats)
+        pipe.rerank_cfg = replace(pipe.rerank_cfg, price_weight=0.0)
+        np.testing.assert_allclose(tilted - base, 0.5 * np.log(pipe.state.price[rows]), rtol=1e-9)
+        plain.append(np.mean([pipe.state.price[pipe.state.index[i]] for i in pipe.rank(req, 10).item_ids]))
+        pipe.rerank_cfg = replace(pipe.rerank_cfg, price_weight=0.5)
+        leaning.append(np.mean([pipe.state.price[pipe.state.index[i]] for i in pipe.rank(req, 10).item_ids]))
+        pipe.rerank_cfg = replace(pipe.rerank_cfg, price_weight=0.0)
+    assert np.mean(leaning) > np.mean(plain)
+    with pytest.raises(ValueError, match="price_weight"):
+        RerankConfig(price_weight=-1)
+
+
 def test_category_cap_applies_on_the_home_page_only():
     s = _state(9, [5] * 9, [False] * 9, set())          # categories c0, c1, c2 in turn
     ids = ["i0", "i3", "i6", "i1", "i4", "i7", "i2", "i5", "i8"]       # all of c0 first, then c1, then c2
