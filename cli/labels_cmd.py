@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Join impressions with later interactions into graded labels (matured / pending, point in time)."""
         from recs.datasets.io import atomic_dir, atomic_write_json, atomic_write_parquet
-        from recs.datasets.labels import LabelConfig, labels_from_dataset, parse_duration
+        from recs.datasets.labels import LabelConfig, label_files, labels_from_dataset, parse_duration
 
         if not dataset.is_dir():
             fail(f"{dataset}: no such dataset folder")
@@ -35,16 +35,17 @@ def register(app: typer.Typer) -> None:
             res = labels_from_dataset(dataset, cfg)
         except FileNotFoundError as e:
             fail(str(e))
+        data, summary = label_files(out_path)
         if out_path.suffix == ".parquet":
             if out_path.exists() and not overwrite:
                 fail(f"{out_path}: exists (pass --overwrite to replace it)")
-            atomic_write_parquet(res.frame, out_path)
-            atomic_write_json(out_path.with_suffix(".summary.json"), res.summary)
+            atomic_write_parquet(res.frame, data)
+            atomic_write_json(summary, res.summary)
         else:
             check_output_dir(out_path, overwrite)
             with atomic_dir(out_path, overwrite=True) as tmp:
-                res.frame.write_parquet(tmp / "labels.parquet")
-                atomic_write_json(tmp / "summary.json", res.summary)
+                res.frame.write_parquet(tmp / data.name)
+                atomic_write_json(tmp / summary.name, res.summary)
         if as_json:
             print_json(res.summary)
         else:

@@ -47,6 +47,15 @@ class LabelResult:
     summary: dict = field(default_factory=dict)
 
 
+def label_files(path: str | Path) -> tuple[Path, Path]:
+    """Where `recs labels` writes to `path` (and where readers find it): (labels, summary). `FILE.parquet` ->
+    FILE.parquet and FILE.summary.json; a folder -> folder/labels.parquet and folder/summary.json."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return path, path.with_suffix(".summary.json")
+    return path / "labels.parquet", path / "summary.json"
+
+
 def parse_duration(text: str) -> timedelta:
     """`7d`, `36h`, `90m`, `45s`, `2w` (or a bare number of days) to a timedelta."""
     t = text.strip().lower()

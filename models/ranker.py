@@ -101,9 +101,12 @@ class BaseScore:
 
     ranker: Ranker
 
+    def __post_init__(self) -> None:
+        if self.ranker.base_feature is None:
+            raise ValueError("BaseScore needs a ranker that boosts from a base feature")
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        base = base_scores(X, self.ranker.base_feature, self.ranker.base_weight)
-        return self.ranker.predict(X) if base is None else base
+        return base_scores(X, self.ranker.base_feature, self.ranker.base_weight)
 
 
 def _groups(request_of_row: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 
@@ -43,7 +44,13 @@ class RerankConfig:
         """This configuration as it applies to a request on `surface` (the cap off where it does not apply)."""
         if surface in self.cap_surfaces or not self.max_per_category:
             return self
-        return replace(self, max_per_category=0)
+        return _uncapped(self)
+
+
+@lru_cache(maxsize=16)
+def _uncapped(cfg: RerankConfig) -> RerankConfig:
+    """`cfg` without its category cap, built once per configuration (not on every request)."""
+    return replace(cfg, max_per_category=0)
 
 
 def policy_filter(item_ids, state: OnlineState, ts: datetime | None,

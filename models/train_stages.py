@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from recs.datasets.io import atomic_dir
+from recs.datasets.labels import label_files
 from recs.models.registry import KINDS, load_retriever
 from recs.models.train import (
     Progress, Tables, TrainConfig, dataset_fingerprint, fit_rankers, fit_retrievers, write_model,
@@ -81,9 +82,7 @@ def read_training_record(folder: Path) -> dict:
 def read_labels(path: Path) -> tuple[pl.DataFrame, datetime]:
     """Labels written by `recs labels` (a folder with labels.parquet and summary.json, or FILE.parquet with
     FILE.summary.json) and the time they are as of."""
-    path = Path(path)
-    data, summary = ((path / "labels.parquet", path / "summary.json") if path.is_dir()
-                     else (path, path.with_suffix(".summary.json")))
+    data, summary = label_files(path)
     for f in (data, summary):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; --labels takes the output of `recs labels`")

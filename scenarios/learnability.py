@@ -145,6 +145,17 @@ class _TasteRanking:
         return top_k_ranking(w, rows, score, k, "learnability")
 
 
+def registered_training_impressions(dataset: str | Path, cfg: LearnabilityConfig) -> pl.DataFrame:
+    """Registered users' impressions of the days `recs train all` trains on (its hold-out left out)."""
+    from recs.datasets.io import read_table
+    from recs.models.train import TrainConfig, time_split
+
+    imp = read_table(Path(dataset), "impressions")
+    # where `recs train all` ends its training window (ranker_days does not move it)
+    train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
+    return imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
+
+
 def taste_estimates(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Registered users' tastes (n_users, dim) from their logged impressions, given the true items: fitted on the
     clicks, the mean true vector of what the logger showed them, and the sum; and which users have impressions."""
@@ -162,15 +173,10 @@ def taste_estimates(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[
 
 def user_learnability(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityConfig()) -> dict:
     """True CTR of logged-in home requests ranked by each taste estimate (see the module docstring)."""
-    from recs.datasets.io import read_table
-    from recs.models.train import TrainConfig, time_split
     from recs.sim import World, run_policy
 
     world = World.load(dataset)
-    imp = read_table(Path(dataset), "impressions")
-    # where `recs train all` ends its training window (ranker_days does not move it)
-    train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
-    imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
+    imp = registered_training_impressions(dataset, cfg)
     estimates, _ = taste_estimates(world, imp, cfg)
     estimates.update({"logger_belief": world.users.logger_vec, "true_taste": world.users.vec})
     uidx = {u: j for j, u in enumerate(world.user_ids)}

@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from recs.scenarios.evaluate import EvaluateConfig, true_ctr_requests
-from recs.scenarios.learnability import LearnabilityConfig, taste_estimates
+from recs.scenarios.learnability import LearnabilityConfig, registered_training_impressions, taste_estimates
 from recs.sim.policies import InformedPolicy
 
 ESTIMATES = ("learnt_from_clicks", "shown_centroid", "clicks_plus_shown")
@@ -44,15 +43,10 @@ def learnable_bound(dataset: str | Path, cfg: LearnabilityConfig = LearnabilityC
                     eval_cfg: EvaluateConfig = EvaluateConfig()) -> dict:
     """True CTR, overall and per segment, of logging, oracle, informed and the bound under each estimate, on the
     requests `recs evaluate` measures; `best` names the estimate with the highest overall CTR."""
-    from recs.datasets.io import read_table
-    from recs.models.train import TrainConfig, time_split
     from recs.sim import World, request_rewards
 
     world = World.load(dataset)
-    imp = read_table(Path(dataset), "impressions")
-    train_end = time_split(imp, TrainConfig(holdout_days=cfg.holdout_days, ranker_days=1))["train_end"]
-    imp = imp.filter((pl.col("ts") < train_end) & pl.col("user_id").is_not_null())
-    estimates, known = taste_estimates(world, imp, cfg)
+    estimates, known = taste_estimates(world, registered_training_impressions(dataset, cfg), cfg)
     reqs = true_ctr_requests(world, eval_cfg)
     policies = {"logging": world.logging_policy(), "oracle": world.oracle_policy(),
                 "informed": world.informed_policy(),

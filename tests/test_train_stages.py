@@ -47,7 +47,7 @@ def test_ranker_learns_on_the_days_between_the_retrievers_and_the_holdout(staged
     start = datetime.fromisoformat(meta["ranker_window"]["start"])
     assert start == datetime(2026, 1, 7, tzinfo=timezone.utc)
     assert datetime.fromisoformat(meta["holdout"]["start"]) == datetime(2026, 1, 9, tzinfo=timezone.utc)
-    assert all(datetime.fromisoformat(t) <= start for t in meta["retrievers_trained_until"].values())
+    assert {datetime.fromisoformat(t) for t in meta["retrievers_trained_until"].values()} == {start}   # all --until
     assert meta["retrievers"] == list(KINDS) and not meta["retrievers_refitted"]
     assert meta["ranker"]["rows"] > 1000
     # the retrievers' own data ends where they say: nothing of the ranker's days is in them
@@ -105,3 +105,18 @@ def test_leaks_and_bad_input_are_refused_with_the_reason(staged, tmp_path):
     res = _run("train", "retriever", "--kind", "popularity", "--dataset", ds, "--out", tmp_path / "x",
                "--until", "yesterday")
     assert res.exit_code != 0 and "--until" in res.output
+
+
+def test_labels_written_as_one_file_are_read_back(staged, tmp_path):
+    """`recs labels --out FILE.parquet` and `--out FOLDER` are found where `read_labels` looks (`label_files`)."""
+    from recs.datasets.labels import label_files
+    from recs.models.train_stages import read_labels
+
+    root, ds, _ = staged
+    res = _run("labels", "--dataset", ds, "--as-of", "2026-01-09T00:00:00Z", "--out", tmp_path / "l.parquet")
+    assert res.exit_code == 0, res.output
+    assert label_files(tmp_path / "l.parquet") == (tmp_path / "l.parquet", tmp_path / "l.summary.json")
+    as_file, as_of = read_labels(tmp_path / "l.parquet")
+    in_folder, as_of_folder = read_labels(root / "labels")
+    assert as_of == as_of_folder == datetime(2026, 1, 9, tzinfo=timezone.utc)
+    assert as_file.equals(in_folder)
