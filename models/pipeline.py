@@ -293,7 +293,10 @@ class Pipeline:
         snap = Snapshot.load(d / "snapshot")
         state = state or load_state(d / "state")
         blend = BlendConfig.from_json(meta.get("blend", {}))
-        rr = RerankConfig(**meta.get("rerank", {}))
+        try:
+            rr = RerankConfig(**meta.get("rerank", {}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{meta_file}: field 'rerank': {e}") from None
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
         trees = tuple(meta.get("ranker", {}).get("tree_surfaces", SURFACES))   # older models: trees everywhere
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,

@@ -237,6 +237,13 @@ def test_tree_surfaces_serve_the_base_score_where_the_trees_are_off(trained, tmp
     assert not np.array_equal(scores, home_only.ranker.predict(X))      # the trees would have changed the scores
     legacy = with_trees(None)
     assert legacy.ranker_for(search) is legacy.ranker
+    bad = tmp_path / "bad_rerank"
+    shutil.copytree(model, bad)
+    m = json.loads((bad / "model.json").read_text())
+    m["rerank"]["cap_surfaces"] = ["feed"]
+    (bad / "model.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"model\.json: field 'rerank': cap_surfaces"):
+        Pipeline.load(bad, state=world.state)
 
 
 def test_price_weight_adds_its_log_price_term_and_leans_slates_to_pricier_items(trained):
