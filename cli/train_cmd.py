@@ -171,6 +171,8 @@ def register(app: typer.Typer) -> None:
             print_json(res)
             return
         out.print(evaluate_table(res))
+        if res.get("true_ctr"):
+            out.print(true_ctr_table(res))
 
     del evaluate_cmd
 
@@ -216,8 +218,24 @@ def evaluate_table(res: dict) -> Table:
                       f"{m['hit_rate']:.4f}")
     t.add_row("coverage", "", f"{res['coverage']:.4f}", "", "", "")
     t.add_row("policy violations", "", str(res["policy_violations"]), "", "", "")
-    tc = res.get("true_ctr")
-    if tc:
-        t.add_row("true CTR pipeline / logging / oracle", "",
-                  f"{tc['pipeline']:.4f} / {tc['logging']:.4f} / {tc['oracle']:.4f}", "", "", "")
+    return t
+
+
+def true_ctr_table(res: dict) -> Table:
+    """The simulator's truth: CTR per policy overall and per request segment, then the new items' slots."""
+    policies = ("pipeline", "logging", "informed", "oracle")
+    tc, segs, new = res["true_ctr"], res.get("true_ctr_segments", {}), res.get("true_ctr_new_items")
+    t = Table(title=f"true CTR on {res['true_ctr_requests']['n']:,} fresh simulated requests")
+    for c in ("", *policies):
+        t.add_column(c)
+    t.add_row("all", *(f"{tc[p]:.4f}" for p in policies))
+    for seg, v in segs.items():
+        t.add_row(seg, *(f"{v[p]:.4f}" if p in v else "" for p in policies))
+    t.add_row("revenue / request", *(f"{tc[f'{p}_revenue_per_request']:.2f}" for p in policies))
+    if new:
+        t.add_row(f"new items ({new['n_items']:,}): share of slots", *(f"{new[p]['slot_share']:.2%}" for p in policies))
+        t.add_row("new items: CTR of their slots",
+                  *("-" if new[p]["ctr"] is None else f"{new[p]['ctr']:.4f}" for p in policies))
+    t.caption = (f"pipeline: {tc['pipeline_vs_logging']:.3f}x logging, {tc['pipeline_vs_oracle']:.1%} of oracle, "
+                 f"{tc['pipeline_vs_informed']:.1%} of informed")
     return t

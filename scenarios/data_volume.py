@@ -52,7 +52,7 @@ def world_volume_run(name: str, overrides: dict, workdir: Path, seed: int = 0,
     log(f"{name}: generated ({cfg.n_users} users, {cfg.n_items} items, {cfg.days} days)")
     train_all(ds, model)
     log(f"{name}: trained")
-    overall, segments = true_ctr(model, ds, EvaluateConfig())
+    overall, segments, _ = true_ctr(model, ds, EvaluateConfig())
     learn = user_learnability(ds)
     imp = read_table(ds, "impressions")
     return {"world": {"n_users": cfg.n_users, "n_items": cfg.n_items, "days": cfg.days,

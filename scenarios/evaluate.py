@@ -124,7 +124,8 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
     }
     if (Path(dataset) / "truth" / "config.json").is_file() and cfg.true_ctr_requests:
         log("true click rates from the simulator's oracle")
-        out["true_ctr"], out["true_ctr_segments"] = true_ctr(model_dir, Path(dataset), cfg)
+        truth = true_ctr(model_dir, Path(dataset), cfg)
+        out["true_ctr"], out["true_ctr_segments"], out["true_ctr_new_items"] = truth
         out["true_ctr_requests"] = {"n": cfg.true_ctr_requests, "seed": cfg.seed,
                                     "stream": cfg.seed + TRUE_CTR_STREAM}    # `World.sample_requests(n, stream)`
     out["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -137,10 +138,11 @@ def true_ctr_requests(world: "World", cfg: EvaluateConfig) -> list[Request]:
     return world.sample_requests(cfg.true_ctr_requests, cfg.seed + TRUE_CTR_STREAM)
 
 
-def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict, dict]:
+def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict, dict, dict]:
     """True expected CTR of pipeline, logging, oracle and informed-ceiling policies on the same fresh requests.
 
-Overall and by segment. The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
+Overall, by request segment, and on the new items' slots (items created after the model's training window: their
+share of shown slots, the true CTR of those slots, their expected clicks per request). The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
 ceiling for anything learnt from logs (true item parameters and registered users' tastes, the population prior
 for anonymous visitors, the intent posterior given the typed prefix on search), see docs/PIPELINE.md."""
     from recs.sim import World, request_rewards
@@ -148,6 +150,10 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
     pipe.index_new_items()
+    cutoff = datetime.fromisoformat(json.loads((Path(model_dir) / "model.json").read_text())["holdout"]["start"])
+    new_items = world.state.created_us >= int(cutoff.timestamp() * 1e6)
+    new_out: dict = {"created_after": cutoff.isoformat(), "n_items": int(new_items.sum()),
+                     "n_eligible": int((new_items & world.state.eligible_mask(world.now)).sum())}
     reqs = true_ctr_requests(world, cfg)
     policies = {"pipeline": pipe, "logging": world.logging_policy(), "oracle": world.oracle_policy(),
                 "informed": world.informed_policy()}
@@ -157,8 +163,9 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
     overall: dict = {}
     seg_out: dict[str, dict] = {}
     for name, pol in policies.items():
-        rewards = request_rewards(pol, reqs, world)
+        rewards = request_rewards(pol, reqs, world, item_subset=new_items)
         v = rewards.value()
+        new_out[name] = rewards.subset_value()
         overall[name] = v.ctr
         overall[f"{name}_stderr"] = v.ctr_stderr
         overall[f"{name}_purchase_rate"] = v.purchase_rate
@@ -171,4 +178,4 @@ for anonymous visitors, the intent posterior given the typed prefix on search), 
     overall["pipeline_vs_oracle"] = overall["pipeline"] / overall["oracle"]
     overall["pipeline_vs_informed"] = overall["pipeline"] / overall["informed"]
     overall["revenue_vs_logging"] = overall["pipeline_revenue_per_request"] / overall["logging_revenue_per_request"]
-    return overall, seg_out
+    return overall, seg_out, new_out

@@ -35,6 +35,19 @@ class RequestRewards:
     revenue: np.ndarray
     shown: np.ndarray
     violations: np.ndarray
+    subset_clicks: np.ndarray | None = None   # expected clicks on the slots of `request_rewards`' `item_subset`
+    subset_shown: np.ndarray | None = None    # how many of the shown items were in it
+
+    def subset_value(self, mask: np.ndarray | None = None) -> dict:
+        """The item subset's share of shown slots, the true CTR of those slots (None without one) and its expected
+        clicks per request, on all requests or on those where `mask` is true."""
+        if self.subset_clicks is None or self.subset_shown is None:
+            raise ValueError("no item subset: pass item_subset to request_rewards")
+        m = np.ones(len(self.clicks), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        slots, clicks = float(self.subset_shown[m].sum()), float(self.subset_clicks[m].sum())
+        return {"slot_share": slots / max(float(self.shown[m].sum()), 1.0),
+                "ctr": clicks / slots if slots else None,
+                "clicks_per_request": clicks / max(int(m.sum()), 1)}
 
     def value(self, mask: np.ndarray | None = None) -> PolicyValue:
         """The policy's value on all requests, or on those where `mask` is true (a segment)."""
@@ -51,19 +64,30 @@ class RequestRewards:
                            float((shown == 0).mean()))
 
 
-def request_rewards(policy: Policy, requests: list[Request], world) -> RequestRewards:
-    """Each request ranked by `policy` and scored by the simulator's truth (expected, not sampled, rewards)."""
+def request_rewards(policy: Policy, requests: list[Request], world, item_subset: np.ndarray | None = None
+                    ) -> RequestRewards:
+    """Each request ranked by `policy` and scored by the simulator's truth (expected, not sampled, rewards).
+
+    `item_subset` (a boolean mask over the world's item rows, e.g. the items created after a model's training
+    window) also records, per request, how many shown slots held such items and their expected clicks."""
     if not requests:
         raise ValueError("no requests to run the policy on")
     n = len(requests)
     clicks, buys, rev, shown = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     violations = np.zeros(n, dtype=np.int64)
+    sub_clicks, sub_shown = (np.zeros(n), np.zeros(n)) if item_subset is not None else (None, None)
     for i, req in enumerate(requests):
         ranking = policy.rank(req, world.k_for(req))
         r = world.expected_reward(req, ranking.item_ids)
         clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
         violations[i] = r.violations
-    return RequestRewards(clicks, buys, rev, shown, violations)
+        if item_subset is not None and ranking.item_ids:
+            idx = world.state.indices(list(ranking.item_ids))
+            inside = item_subset[idx]
+            if inside.any():
+                p_click, _, _ = world.click_probs(world.contexts[req.request_id], idx)
+                sub_clicks[i], sub_shown[i] = float(p_click[inside].sum()), float(inside.sum())
+    return RequestRewards(clicks, buys, rev, shown, violations, sub_clicks, sub_shown)
 
 
 def run_policy(policy: Policy, n_requests: int, seed: int, world, requests: list[Request] | None = None

@@ -80,6 +80,11 @@ def test_evaluate_reports_segments_and_true_ctr(trained):
     assert all(tc[f"{p}_revenue_per_request"] > 0 for p in ("pipeline", "logging", "oracle", "informed"))
     assert tc["revenue_vs_logging"] == tc["pipeline_revenue_per_request"] / tc["logging_revenue_per_request"]
     assert set(res["retrievers"]) == {"popularity", "covisit", "content", "embedding", "suggest", "clickmodel"}
+    new = res["true_ctr_new_items"]
+    assert new["created_after"] == res["holdout"]["start"] and new["n_items"] > 0
+    for p in ("pipeline", "logging", "oracle", "informed"):
+        assert 0 <= new[p]["slot_share"] < 1 and new[p]["clicks_per_request"] >= 0
+        assert (new[p]["ctr"] is None) == (new[p]["slot_share"] == 0)
 
 
 def test_true_ctr_requests_are_their_own_stream(trained, monkeypatch):
@@ -125,6 +130,12 @@ def test_cli_train_and_evaluate_errors(tmp_path, trained):
     res = json.loads(r.output)
     assert res["kind"] == "evaluate"
     assert res["true_ctr_requests"]["seed"] == 3                 # the CLI's --seed reaches the evaluation
+    r = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--dataset", str(ds), "--max-requests", "50",
+                                 "--true-ctr-requests", "20"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    for row in ("true CTR on 20 fresh simulated requests", "anonymous", "revenue / request",
+                "share of slots", "CTR of their slots", "x logging"):
+        assert row in r.output, row
 
 
 def test_cli_train_all_defaults_are_train_config_defaults(tmp_path, trained, monkeypatch):

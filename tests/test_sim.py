@@ -151,6 +151,35 @@ def test_segment_values_equal_runs_on_the_segment_alone():
         rewards.value(np.zeros(len(reqs), dtype=bool))
 
 
+def test_request_rewards_item_subset_counts_its_slots_and_clicks(dataset):
+    """An item subset's slots and expected clicks, checked slot by slot against the truth; the whole catalogue as
+    the subset gives the policy's own figures, an empty one none."""
+    world = World.load(dataset)
+    reqs = world.sample_requests(120, 9)
+    pol = world.logging_policy()
+    subset = np.zeros(len(world.item_ids), dtype=bool)
+    subset[::3] = True
+    rewards = request_rewards(pol, reqs, world, item_subset=subset)
+    slots = clicks = 0.0
+    for r in reqs:
+        idx = world.state.indices(list(pol.rank(r, world.k_for(r)).item_ids))
+        p_click = world.click_probs(world.contexts[r.request_id], idx)[0]
+        slots += subset[idx].sum()
+        clicks += p_click[subset[idx]].sum()
+    got = rewards.subset_value()
+    assert 0 < slots < rewards.shown.sum()
+    assert got["slot_share"] == pytest.approx(slots / rewards.shown.sum())
+    assert got["ctr"] == pytest.approx(clicks / slots)
+    assert got["clicks_per_request"] == pytest.approx(clicks / len(reqs))
+    everything = request_rewards(pol, reqs, world, item_subset=np.ones(len(world.item_ids), dtype=bool))
+    assert everything.subset_value()["ctr"] == pytest.approx(everything.value().ctr)
+    assert everything.subset_value()["slot_share"] == 1.0
+    nothing = request_rewards(pol, reqs, world, item_subset=np.zeros(len(world.item_ids), dtype=bool))
+    assert nothing.subset_value() == {"slot_share": 0.0, "ctr": None, "clicks_per_request": 0.0}
+    with pytest.raises(ValueError, match="no item subset"):
+        request_rewards(pol, reqs, world).subset_value()
+
+
 def test_delayed_purchases_are_cut_at_log_end(dataset):
     conv = read_table(dataset / "truth", "conversions")
     inter = read_table(dataset, "interactions")
