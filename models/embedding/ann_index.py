@@ -4,6 +4,12 @@
 a sample of queries and, when `autotune` is on, raises the search breadth (HNSW `efSearch`, IVF `nprobe`) until
 the measured recall reaches `target_recall`. The measured figure is kept on the index and saved with it.
 Row i of the indexed matrix has id i; callers map ids to item ids.
+
+Filtered search (`allow`): HNSW and IVF visit disallowed entries too, so a selective mask costs recall (on 5,000
+random 16-d vectors, k=100, tuned efSearch: 0.74 with 10% of the ids allowed, 0.93 with 30%, short of k at 5% and below).
+The index therefore searches exactly over the allowed vectors when they are fewer than `exact_below_share` of it,
+widens its search breadth by 1 / (allowed share) otherwise, and completes exactly any row that still comes back
+short of k.
 """
 from __future__ import annotations
 
@@ -38,6 +44,9 @@ class AnnConfig:
     autotune: bool = True
     seed: int = 0
     num_threads: int = 1  # 1 is fastest for these small models on a shared CPU (OpenMP contention)
+    # filtered search: allow masks keeping less than this share of the index are searched exactly (cost: allowed
+    # items x dim); above it the breadth grows by 1 / share, up to 1 / exact_below_share
+    exact_below_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
@@ -49,6 +58,8 @@ class AnnConfig:
             raise ValueError(f"ivf_nlist: must be >= 0, got {self.ivf_nlist}")
         if not 0.0 < self.target_recall <= 1.0:
             raise ValueError(f"target_recall: must be in (0, 1], got {self.target_recall}")
+        if not 0.0 < self.exact_below_share <= 1.0:
+            raise ValueError(f"exact_below_share: must be in (0, 1], got {self.exact_below_share}")
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -78,6 +89,8 @@ class AnnIndex:
         self.config = config
         self.search_breadth = search_breadth  # efSearch (hnsw) or nprobe (ivf); 0 for flat
         self.measured_recall = measured_recall
+        self.exact_searches = 0   # filtered query rows answered by exact search (too selective, or came back short)
+        self._stored: np.ndarray | None = None
 
     @property
     def ntotal(self) -> int:
@@ -146,11 +159,12 @@ class AnnIndex:
                 return recall
             self.search_breadth = min(self.search_breadth * 2, self._max_breadth())
 
-    def _params(self, sel: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+    def _params(self, sel: faiss.IDSelector | None, widen: float = 1.0) -> faiss.SearchParameters | None:
+        breadth = max(min(math.ceil(self.search_breadth * widen), self._max_breadth()), 1)
         if self.config.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.search_breadth, 1))
+            params = faiss.SearchParametersHNSW(efSearch=breadth)
         elif self.config.kind == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=max(self.search_breadth, 1))
+            params = faiss.SearchParametersIVF(nprobe=breadth)
         else:
             if sel is None:
                 return None
@@ -165,8 +179,8 @@ class AnnIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` (ids, inner products) per query row, best first; -1 pads. Ids in `exclude` never appear, nor
         ids whose entry in the boolean mask `allow` (ntotal,) is False: the search itself skips them, so the top
-        `k` are the best allowed ids (up to the index's approximation; a very selective mask can leave HNSW or IVF
-        short of `k`), not the best ids filtered afterwards."""
+        `k` are the best allowed ids (up to the index's approximation, kept near the unfiltered one as the module
+        says), not the best ids filtered afterwards."""
         q = _as_matrix(np.atleast_2d(queries), "queries")
         if q.shape[1] != self.dim:
             raise ValueError(f"queries: dimension {q.shape[1]} != index dimension {self.dim}")
@@ -188,8 +202,42 @@ class AnnIndex:
             inner = faiss.IDSelectorBatch(ex) if ex is not None and ex.size else None
             sel = faiss.IDSelectorNot(inner) if inner is not None else None
         faiss.omp_set_num_threads(self.config.num_threads)
-        scores, ids = self.index.search(q, min(k, self.ntotal), params=self._params(sel))
+        k = min(k, self.ntotal)
+        if allow is None or self.config.kind == "flat":
+            scores, ids = self.index.search(q, k, params=self._params(sel))
+            return ids, scores
+        allowed = np.flatnonzero(allow)
+        share = allowed.size / max(self.ntotal, 1)
+        if share < self.config.exact_below_share:
+            return self._exact(q, k, allowed, np.arange(q.shape[0]))
+        scores, ids = self.index.search(q, k, params=self._params(sel, widen=1.0 / share))
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < min(k, allowed.size))
+        if short.size:
+            ids[short], scores[short] = self._exact(q[short], k, allowed, short)
         return ids, scores
+
+    def _exact(self, q: np.ndarray, k: int, allowed: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-`k` over the `allowed` ids for query rows `q` (padded like faiss: id -1, score -FLT_MAX)."""
+        self.exact_searches += len(rows)
+        ids = np.full((q.shape[0], k), -1, dtype=np.int64)
+        scores = np.full((q.shape[0], k), -np.finfo(np.float32).max, dtype=np.float32)
+        if allowed.size:
+            s = q @ self._vectors()[allowed].T
+            n = min(k, allowed.size)
+            top = np.argpartition(-s, n - 1, axis=1)[:, :n] if n < allowed.size else np.tile(np.arange(n), (len(q), 1))
+            top_s = np.take_along_axis(s, top, axis=1)
+            order = np.argsort(-top_s, axis=1, kind="stable")
+            ids[:, :n] = allowed[np.take_along_axis(top, order, axis=1)]
+            scores[:, :n] = np.take_along_axis(top_s, order, axis=1)
+        return ids, scores
+
+    def _vectors(self) -> np.ndarray:
+        """The indexed vectors (reconstructed from the index once, on the first exact search)."""
+        if self._stored is None:
+            if self.config.kind == "ivf":
+                self.index.make_direct_map()
+            self._stored = self.index.reconstruct_n(0, self.ntotal)
+        return self._stored
 
     def save(self, path: str | Path, overwrite: bool = False) -> None:
         """Write `index.faiss` and `index.json` (config, search breadth, measured recall) atomically to `path`."""
