@@ -31,6 +31,9 @@ def train_all_cmd(
     max_ranker_requests: int = typer.Option(None, "--max-ranker-requests", help="Default: TrainConfig's."),
     price_weight: float = typer.Option(None, "--price-weight",
                                        help="Lean the ranking towards pricier items: + W x log(price) (default 0)."),
+    new_item_share: float = typer.Option(None, "--new-item-share",
+                                         help="Share of requests whose last slot goes to the best-scored item created "
+                                         "in the last 48 h (default 1; 0: off)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -43,7 +46,9 @@ def train_all_cmd(
     try:
         given = {"retrievers": tuple(r.strip() for r in retrievers.split(",") if r.strip()) if retrievers else None,
                  "embedding_epochs": embedding_epochs, "max_ranker_requests": max_ranker_requests,
-                 "rerank": RerankConfig(price_weight=price_weight) if price_weight is not None else None}
+                 "rerank": RerankConfig(**{k: v for k, v in (("price_weight", price_weight),
+                                                             ("new_item_share", new_item_share)) if v is not None})
+                 if price_weight is not None or new_item_share is not None else None}
         cfg = TrainConfig(holdout_days=holdout_days, ranker_days=ranker_days,
                           **{k: v for k, v in given.items() if v is not None})
         with console.status("training") as status:

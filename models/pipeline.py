@@ -22,7 +22,7 @@ from recs.features.spec import check_spec
 from recs.models.base import Candidates, RetrievalQuery, Retriever
 from recs.models.candidates import BlendConfig, merge_candidates
 from recs.models.ranker import BaseScore, Ranker
-from recs.models.rerank import SURFACES, RerankConfig, rerank
+from recs.models.rerank import SURFACES, RerankConfig, gets_new_item_slot, rerank, with_new_item_slot
 
 HISTORY_LEN = 50
 
@@ -238,10 +238,25 @@ class Pipeline:
                                    k - len(out_ids), cfg, purchased)
             out_ids += more
             out_sc += [min(out_sc, default=0.0) - 1.0 - j for j in range(len(more))]
-        times.add("rerank", t0)
         stages.append("rerank")
+        if not fallback:
+            out_ids, out_sc, slot = self.new_item_slot(request, ids, scores, out_ids, out_sc, cfg, purchased)
+            if slot:
+                stages.append("new_item_slot")
+        times.add("rerank", t0)
         self.last_times = times
         return Ranking(tuple(out_ids), tuple(out_sc), tuple(stages), fallback, {"times": times.stages})
+
+    def new_item_slot(self, request: Request, ids: np.ndarray, scores: np.ndarray, out_ids: list[str],
+                      out_sc: list[float], cfg: RerankConfig, purchased: frozenset[str]
+                      ) -> tuple[list[str], list[float], bool]:
+        """The slate with its last slot given to the best-scored new candidate on `cfg.new_item_share` of requests
+        (`rerank.with_new_item_slot`); the flag says whether it changed. `ids`: what `candidates` returned."""
+        if not gets_new_item_slot(request.request_id, cfg.new_item_share):
+            return out_ids, out_sc, False
+        new_ids, new_sc = with_new_item_slot(out_ids, out_sc, ids, scores, self.state, request.ts, cfg, purchased,
+                                             self.rows_of(ids))
+        return new_ids, new_sc, new_ids is not out_ids
 
     def index_new_items(self, item_ids: Sequence[str] | None = None) -> int:
         """Let retrievers that index items without refit (content) see items the state knows but they do not
@@ -294,7 +309,8 @@ class Pipeline:
         state = state or load_state(d / "state")
         blend = BlendConfig.from_json(meta.get("blend", {}))
         try:
-            rr = RerankConfig(**meta.get("rerank", {}))
+            # models written before the new-item slot existed keep serving as they were evaluated: without it
+            rr = RerankConfig(**{"new_item_share": 0.0, **meta.get("rerank", {})})
         except (TypeError, ValueError) as e:
             raise ValueError(f"{meta_file}: field 'rerank': {e}") from None
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}

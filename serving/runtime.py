@@ -218,6 +218,7 @@ class Runtime:
                 out_sc += [low - 1.0 - j for j in range(len(more))]
                 if more:
                     stages.append("topup")
+            out_ids, out_sc, slot = p.new_item_slot(req, ids, scores, out_ids, out_sc, cfg, purchased)
         except Exception:
             m.errors.inc("rerank")
             res = self._fallback(served, req, k, "rerank_error")
@@ -225,6 +226,8 @@ class Runtime:
             return res
         self._stage("rerank", t0)
         stages.append("rerank")
+        if slot:
+            stages.append("new_item_slot")
         return Result(out_ids, out_sc, stages, bool(reason), completions, reason)
 
     def _fallback(self, served: Served, req: Request, k: int, reason: str) -> Result:

@@ -150,6 +150,15 @@ def test_cli_train_all_defaults_are_train_config_defaults(tmp_path, trained, mon
     CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m3"), "--json",
                              "--retrievers", "popularity, suggest", "--max-ranker-requests", "50"])
     assert seen["cfg"].retrievers == ("popularity", "suggest") and seen["cfg"].max_ranker_requests == 50
+    CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m4"), "--json",
+                             "--new-item-share", "0.25", "--price-weight", "0.5"])
+    assert seen["cfg"].rerank == RerankConfig(new_item_share=0.25, price_weight=0.5)
+    CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m5"), "--json",
+                             "--new-item-share", "0"])
+    assert seen["cfg"].rerank == RerankConfig(new_item_share=0.0)
+    r = CliRunner().invoke(app, ["train", "all", "--dataset", str(ds), "--out", str(tmp_path / "m6"),
+                                 "--new-item-share", "2"])
+    assert r.exit_code == 2 and "new_item_share" in r.output
 
 
 def _state(n: int, stock, restricted, sellers_blocked) -> OnlineState:
@@ -330,3 +339,39 @@ def test_ranker_boosts_from_a_base_feature_and_keeps_it_through_save_and_load(tm
     assert back.base_feature == "cm_score" and np.allclose(back.predict(X), rk.predict(X))
     with pytest.raises(ValueError, match="base_feature"):
         RankerConfig(base_feature="no_such_feature")
+
+
+def test_the_pipeline_gives_new_items_the_last_slot(trained, tmp_path):
+    """`recs train all`'s default serves the new-item slot: where a request gets it, only the last slot differs
+    from the same pipeline without it, and holds an item created within the age limit; a model.json from before the
+    setting serves without it."""
+    import shutil
+    from dataclasses import replace
+
+    ds, model, meta = trained
+    assert meta["rerank"]["new_item_share"] == 1.0
+    world = World.load(ds)
+    pipe = Pipeline.load(model, state=world.state)
+    pipe.index_new_items()
+    with_slot, without = pipe.rerank_cfg, replace(pipe.rerank_cfg, new_item_share=0.0)
+    changed = 0
+    for r in world.sample_requests(150, 8):
+        k = world.k_for(r)
+        pipe.rerank_cfg = without
+        plain = pipe.rank(r, k)
+        pipe.rerank_cfg = with_slot
+        got = pipe.rank(r, k)
+        if "new_item_slot" in got.stages:
+            changed += 1
+            assert got.item_ids[:-1] == plain.item_ids[:-1] and got.item_ids[-1] not in plain.item_ids
+            created = world.state.created_us[world.state.index[got.item_ids[-1]]]
+            assert created >= (r.ts - timedelta(hours=with_slot.new_item_max_age_hours)).timestamp() * 1e6
+        else:
+            assert got.item_ids == plain.item_ids
+    assert changed > 10
+    legacy = tmp_path / "legacy"
+    shutil.copytree(model, legacy)
+    m = json.loads((legacy / "model.json").read_text())
+    del m["rerank"]["new_item_share"]
+    (legacy / "model.json").write_text(json.dumps(m))
+    assert Pipeline.load(legacy, state=world.state).rerank_cfg.new_item_share == 0.0

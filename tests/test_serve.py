@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
@@ -353,3 +354,27 @@ def test_metrics_count_inventory_updates_a_reload_would_lose(built):
         text = c.get("/metrics").text
     assert "recs_inventory_log_dropped 1" in text.splitlines()
     assert "recs_journal_corrupt_lines 0" in text.splitlines()
+
+
+def test_the_full_path_serves_the_pipelines_own_slates(built):
+    """With no deadline pressure the server's full path answers each request exactly as `Pipeline.rank` does, the
+    new-item slot included (requests timed at the end of the data, when the catalog has new items)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
+    served = load_served(built["bundle"], built["pub"], cfg)
+    rt, p = Runtime(served, cfg), served.pipeline
+    p.index_new_items()
+    end = datetime.fromtimestamp(int(p.state.created_us.max()) / 1e6, timezone.utc) + timedelta(hours=1)
+    users = list(p.histories)[:25] + [None] * 10
+    slots = 0
+    for j, u in enumerate(users):
+        for surface, q in (("home", None), ("search", "a")):
+            req = replace(rt.build_request(served, surface, u, f"s{j}", q, f"r{j}{surface}"), ts=end)
+            res = rt._full_path(served, req, 10)
+            ranked = p.rank(req, 10)
+            assert res.item_ids == list(ranked.item_ids) and "rank" in res.stages, (u, surface)
+            assert ("new_item_slot" in res.stages) == ("new_item_slot" in ranked.stages)
+            slots += "new_item_slot" in res.stages
+    assert slots > 5
