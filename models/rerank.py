@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, _to_us
 
 
 SURFACES = ("home", "search")
@@ -137,16 +137,18 @@ def with_new_item_slot(out_ids: list[str], out_sc: list[float], item_ids, scores
                        ) -> tuple[list[str], list[float]]:
     """The slate `out_ids` with its last slot given to the best-scored new candidate, if it shows no new item.
 
-    New: created within `cfg.new_item_max_age_hours` before `ts`. The candidate must pass the policy filters and not
-    be in the slate already; the category cap does not bind it (one exploration slot: held to the cap, the demo
-    world's slot went to less liked categories and cost more clicks for half the exposure, docs/PIPELINE.md).
-    Nothing qualifies: the slate is unchanged."""
+    New: created within `cfg.new_item_max_age_hours` before `ts` (a naive `ts` is UTC, as for the filters). The
+    candidate must pass the policy filters and not be in the slate already; the category cap does not bind it (one
+    exploration slot: held to the cap, the demo world's slot went to less liked categories and cost more clicks for
+    half the exposure, docs/PIPELINE.md). Slates of fewer than 2 items are left alone (the slot would replace the
+    only answer), and so is the slate when nothing qualifies. The slot keeps the scores non-increasing: its score
+    is at most the one before it."""
     ids = np.asarray(list(item_ids), dtype=object)
     sc = np.asarray(list(scores), dtype=float)
-    if not out_ids or len(ids) == 0:
+    if len(out_ids) < 2 or len(ids) == 0:
         return out_ids, out_sc
     rows = state.indices(list(ids)) if rows is None else rows
-    young_from = int(ts.timestamp() * 1_000_000) - int(cfg.new_item_max_age_hours * 3_600_000_000)
+    young_from = _to_us(ts) - int(cfg.new_item_max_age_hours * 3_600_000_000)
     shown = state.indices(list(out_ids))
     if np.any(state.created_us[shown[shown >= 0]] >= young_from):
         return out_ids, out_sc
@@ -161,4 +163,4 @@ def with_new_item_slot(out_ids: list[str], out_sc: list[float], item_ids, scores
         return out_ids, out_sc
     cand = np.flatnonzero(young)
     j = cand[np.argmax(np.where(np.isnan(sc[cand]), -np.inf, sc[cand]))]
-    return out_ids[:-1] + [ids[j]], out_sc[:-1] + [float(sc[j])]
+    return out_ids[:-1] + [ids[j]], out_sc[:-1] + [float(min(sc[j], out_sc[-2]))]

@@ -14,7 +14,7 @@ On the simulator, on the same fresh requests (true expected CTR from `sim.run_po
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,7 @@ def ceilings(model_dir: str | Path, dataset: str | Path, cfg: CeilingConfig = Ce
     policies = {
         "logging": world.logging_policy(),
         "pipeline": pipe,
-        "pipeline_no_category_cap": _WithRerank(pipe, RerankConfig(max_per_category=0)),
+        "pipeline_no_category_cap": _WithRerank(pipe, replace(pipe.rerank_cfg, max_per_category=0)),
         "pipeline_no_ranker": _CandidatePolicy(pipe, lambda r, i, f: -f["best_source_rank"].astype(float)),
         "embedding_only": _CandidatePolicy(pipe, lambda r, i, f: np.nan_to_num(f["emb_score"], nan=-1e9)),
         "feature_ceiling": _CandidatePolicy(pipe, lambda r, i, f: booster.predict(_features(pipe, r, i, f))),

@@ -6,13 +6,15 @@ visitors, of new users (no history at the cut-off) and of known users; and new i
 
 Serving variants of the trained pipeline (each its own loaded copy):
 
-* `no_mitigation`: the content and popularity retrievers' quotas at 0, no popular-by-category fallback;
+* `no_mitigation`: the content and popularity retrievers' quotas at 0, no popular-by-category fallback, no new-item
+  slot (`RerankConfig.new_item_share`; the other variants keep the model's setting, on by default);
 * `content`: plus the content retriever, with the items created after the cut-off indexed (`index_new_items`:
   content vectors need no interactions);
 * `popularity`: plus popularity by category (the popularity retriever, personalised by category affinity, and the
   popular-by-category fallback lists);
 * `mitigated`: both; `mitigated_explore`: plus exploration, the last slot replaced by a random eligible new item
-  on a share `explore` of requests (its cost: relative loss of true clicks per request against `mitigated`).
+  on a share `explore` of requests (its cost: relative loss of true clicks per request against `mitigated`); where
+  it fires it overrides the new-item slot's choice.
 
 Measured per segment, for each retriever alone (its top K, policy-filtered) and each pipeline variant:
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -229,6 +231,8 @@ def _variants(trained, world: World, new_arr: np.ndarray, cfg: ColdStartConfig) 
             p.fallback = {}
         if "content" in keep:
             p.index_new_items()
+        if name == "no_mitigation":       # the new-item slot is a mitigation too; the other variants keep the model's
+            p.rerank_cfg = replace(p.rerank_cfg, new_item_share=0.0)
         p.policy_id = f"{p.policy_id}-{name}"
         out[name] = p
     out["mitigated_explore"] = ExplorePolicy(out["mitigated"], world.state, new_arr, cfg.explore, cfg.seed)
@@ -321,11 +325,12 @@ def cold_start_report(result: dict):
                   {s: [ob.get((s, p), {}).get("true_ctr", 0.0) for p in pols] for s in osegs})
     rep.bar_chart("New items' share of shown slots", [f"pipeline:{v}" for v in VARIANTS],
                   {s: [ob[(s, f"pipeline:{v}")]["new_item_slot_share"] for v in VARIANTS] for s in osegs})
-    rep.paragraph("no_mitigation: the trained pipeline with the content and popularity retrievers' quotas at 0 and "
-                  "no popular-by-category fallback; content: plus the content retriever with the items created after "
-                  "the cut-off indexed; popularity: plus popularity by category (retriever and fallback); mitigated: "
-                  "both; mitigated_explore: plus the last slot replaced by a random eligible new item with probability "
-                  "`explore`. explore_cost: relative loss of true clicks per request against mitigated. Retrievers "
-                  "alone: each one's top K through the serve-time policy filter (content with new items indexed).")
+    rep.paragraph("no_mitigation: the trained pipeline with the content and popularity retrievers' quotas at 0, "
+                  "no popular-by-category fallback and no new-item slot; content: plus the content retriever with the "
+                  "items created after the cut-off indexed; popularity: plus popularity by category (retriever and "
+                  "fallback); mitigated: both; the last three with the model's new-item slot; mitigated_explore: plus "
+                  "the last slot replaced by a random eligible new item with probability `explore`. explore_cost: "
+                  "relative loss of true clicks per request against mitigated. Retrievers alone: each one's top K "
+                  "through the serve-time policy filter (content with new items indexed).")
     rep.kv(result["config"], title="Configuration", flatten=1)
     return rep

@@ -142,9 +142,10 @@ def true_ctr(model_dir: Path, dataset: Path, cfg: EvaluateConfig) -> tuple[dict,
     """True expected CTR of pipeline, logging, oracle and informed-ceiling policies on the same fresh requests.
 
 Overall, by request segment, and on the new items' slots (items created after the model's training window: their
-share of shown slots, the true CTR of those slots, their expected clicks per request). The oracle knows every visitor's hidden taste, anonymous ones included; `informed` is the
-ceiling for anything learnt from logs (true item parameters and registered users' tastes, the population prior
-for anonymous visitors, the intent posterior given the typed prefix on search), see docs/PIPELINE.md."""
+share of shown slots, the true CTR of those slots, their expected clicks per request). The oracle knows every
+visitor's hidden taste, anonymous ones included; `informed` is the ceiling for anything learnt from logs (true item
+parameters and registered users' tastes, the population prior for anonymous visitors, the intent posterior given
+the typed prefix on search), see docs/PIPELINE.md."""
     from recs.sim import World, request_rewards
 
     world = World.load(dataset)

@@ -26,7 +26,7 @@ import numpy as np
 
 from recs.datasets.policy import Request
 from recs.features.online import attrs_from_state
-from recs.models.rerank import policy_filter, rerank
+from recs.models.rerank import gets_new_item_slot, policy_filter, rerank
 from recs.serving.journal import Journal, decode_inventory, event_record, inventory_record, write_status
 from recs.serving.metrics import ServerMetrics
 from recs.serving.served import SEARCH, ServeConfig, Served
@@ -92,7 +92,9 @@ class Runtime:
                 return None
         cold = "anon" if req.user_id is None else "cold"
         q = (req.query or "").strip().lower() if req.surface == SEARCH else ""
-        return (req.surface, cold, q, k)
+        # requests with and without the new-item slot (a hash of the request id) must not share answers
+        slot = gets_new_item_slot(req.request_id, served.pipeline.rerank_cfg.new_item_share)
+        return (req.surface, cold, q, k, slot)
 
     def recommend(self, req: Request, k: int, waited_s: float = 0.0) -> tuple[Result, str]:
         """The degrading request path (the caller has already shed on overload: `FastGet.serve`). Returns the result
@@ -218,12 +220,16 @@ class Runtime:
                 out_sc += [low - 1.0 - j for j in range(len(more))]
                 if more:
                     stages.append("topup")
-            out_ids, out_sc, slot = p.new_item_slot(req, ids, scores, out_ids, out_sc, cfg, purchased)
         except Exception:
             m.errors.inc("rerank")
             res = self._fallback(served, req, k, "rerank_error")
             res.completions = completions
             return res
+        try:
+            out_ids, out_sc, slot = p.new_item_slot(req, ids, scores, out_ids, out_sc, cfg, purchased)
+        except Exception:        # the filtered slate stands without its exploration slot
+            m.errors.inc("new_item_slot")
+            slot = False
         self._stage("rerank", t0)
         stages.append("rerank")
         if slot:

@@ -111,8 +111,27 @@ def test_filtered_search_keeps_its_recall_by_widening(kind: str) -> None:
     allow = np.random.default_rng(5).random(len(x)) < 0.1
     allowed = np.flatnonzero(allow)
     ids, _ = index.search(q, 100, allow=allow)
+    assert index.exact_searches == 0                          # the widened search alone, no exact completion
     assert allow[ids[ids >= 0]].all()
     assert recall_at_k(ids, allowed[_exact_top(x[allowed], q, 100)]) >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_exact_path_on_a_loaded_index_with_exclusions(kind: str, tmp_path) -> None:
+    """A saved and loaded index (IVF needs its direct map rebuilt) answers a selective mask exactly, and ids in
+    `exclude` stay out of the exact answer too."""
+    x, q = _vectors(3000, 16)
+    AnnIndex.build(x, AnnConfig(kind=kind), queries=q).save(tmp_path / "ann")
+    index = AnnIndex.load(tmp_path / "ann")
+    allow = np.random.default_rng(7).random(len(x)) < 0.05
+    allowed = np.flatnonzero(allow)
+    banned = allowed[:10]
+    ids, _ = index.search(q[:20], 50, allow=allow, exclude=banned)
+    assert index.exact_searches == 20
+    rest = allowed[10:]
+    n = min(50, rest.size)
+    np.testing.assert_array_equal(ids[:, :n], rest[_exact_top(x[rest], q[:20], n)])
+    assert not np.isin(ids, banned).any()
 
 
 def test_rows_the_index_leaves_short_are_completed_exactly() -> None:

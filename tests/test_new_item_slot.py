@@ -72,6 +72,29 @@ def test_the_category_cap_does_not_bind_the_slot():
     assert with_new_item_slot(out, sc, ids, scores, s, T0, capped)[0] == ["i0", "i3"]
 
 
+def test_scores_stay_non_increasing_and_single_item_slates_are_left_alone():
+    s = _state([500, 400, 300, 200, 10])                   # i0, i2, i4 category c0 (i4 new); i1, i3 category c1
+    ids = ["i0", "i2", "i4", "i1", "i3"]
+    scores = np.array([9.0, 8.8, 8.5, 7.0, 6.0])
+    capped = RerankConfig(max_per_category=2, new_item_share=1.0)
+    out, sc = rerank(ids, scores, s, T0, 4, capped)
+    assert out == ["i0", "i2", "i1", "i3"] and sc == [9.0, 8.8, 7.0, 6.0]      # the cap held the new i4 back
+    got, got_sc = with_new_item_slot(out, sc, ids, scores, s, T0, capped)
+    assert got == ["i0", "i2", "i1", "i4"] and got_sc == [9.0, 8.8, 7.0, 7.0]  # its 8.5 held to the score before
+    one, one_sc = rerank(ids, scores, s, T0, 1, CFG)
+    assert with_new_item_slot(one, one_sc, ids, scores, s, T0, CFG) == (["i0"], [9.0])
+
+
+def test_a_naive_request_time_is_utc_as_for_the_filters():
+    s = _state([500, 400, 47.5])
+    ids = ["i0", "i1", "i2"]
+    scores = np.array([3.0, 2.0, 1.0])
+    out, sc = rerank(ids, scores, s, T0, 2, CFG)
+    naive = T0.replace(tzinfo=None)
+    assert with_new_item_slot(out, sc, ids, scores, s, naive, CFG)[0] == \
+        with_new_item_slot(out, sc, ids, scores, s, T0, CFG)[0] == ["i0", "i2"]
+
+
 def test_the_share_is_a_stable_hash_of_the_request_id():
     ids = [f"r{j}" for j in range(20_000)]
     for share in (0.1, 0.5):
@@ -106,7 +129,15 @@ def test_no_filtered_item_ever_comes_out_of_the_slot(args):
     got, got_sc = with_new_item_slot(out, sc, ids, scores, s, T0, CFG, purchased)
     assert len(got) == len(out) == len(set(got)) and len(got_sc) == len(got)
     assert policy_filter(got, s, T0, purchased).all()
-    assert got[:-1] == out[:-1]
+    assert got[:-1] == out[:-1] and got_sc[:-1] == sc[:-1] and got_sc == sorted(got_sc, reverse=True)
+
+    def young(i: str) -> bool:
+        row = s.index.get(i)
+        return row is not None and T0 - timedelta(hours=48) <= \
+            datetime.fromtimestamp(s.created_us[row] / 1e6, timezone.utc) <= T0
+
+    # it fires exactly when the slate (2 items or more) shows no new item and an unseen, showable new one exists
+    showable = [i for i in dict.fromkeys(ids) if young(i) and i not in out and policy_filter([i], s, T0, purchased)[0]]
+    assert (got != out) == (len(out) >= 2 and not any(young(i) for i in out) and bool(showable))
     if got != out:
-        row = s.index[got[-1]]
-        assert T0 - timedelta(hours=48) <= datetime.fromtimestamp(s.created_us[row] / 1e6, timezone.utc) <= T0
+        assert got[-1] in showable

@@ -378,3 +378,28 @@ def test_the_full_path_serves_the_pipelines_own_slates(built):
             assert ("new_item_slot" in res.stages) == ("new_item_slot" in ranked.stages)
             slots += "new_item_slot" in res.stages
     assert slots > 5
+
+
+def test_requests_with_and_without_the_new_item_slot_do_not_share_cached_answers(built):
+    """The response cache for context-free requests keys on the slot decision (a hash of the request id), so with a
+    share below 1 a cached answer never carries another request's decision."""
+    from dataclasses import replace
+
+    from recs.models.rerank import gets_new_item_slot
+
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
+    served = load_served(built["bundle"], built["pub"], cfg)
+    rt = Runtime(served, cfg)
+    served.pipeline.rerank_cfg = replace(served.pipeline.rerank_cfg, new_item_share=0.5)
+    reqs = [rt.build_request(served, "home", None, f"s{j}", None, f"r{j}") for j in range(40)]
+    keys = {r.request_id: rt.cache_key(served, r, 10) for r in reqs}
+    decided = {r.request_id: gets_new_item_slot(r.request_id, 0.5) for r in reqs}
+    assert len(set(decided.values())) == 2
+    for a in reqs:
+        for b in reqs:
+            assert (keys[a.request_id] == keys[b.request_id]) == (decided[a.request_id] == decided[b.request_id])
+    # end to end: each answer's stages say whether the slot could fire for that request, cache hits included
+    end = datetime.fromtimestamp(int(served.pipeline.state.created_us.max()) / 1e6, timezone.utc)
+    for r in reqs:
+        res, _ = rt.recommend(replace(r, ts=end), 10)
+        assert "new_item_slot" not in res.stages or decided[r.request_id]

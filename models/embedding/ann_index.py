@@ -6,7 +6,8 @@ the measured recall reaches `target_recall`. The measured figure is kept on the 
 Row i of the indexed matrix has id i; callers map ids to item ids.
 
 Filtered search (`allow`): HNSW and IVF visit disallowed entries too, so a selective mask costs recall (on 5,000
-random 16-d vectors, k=100, tuned efSearch: 0.74 with 10% of the ids allowed, 0.93 with 30%, short of k at 5% and below).
+random 16-d vectors, k=100, tuned efSearch: 0.74 with 10% of the ids allowed, 0.93 with 30%, short of k at 5% and
+below).
 The index therefore searches exactly over the allowed vectors when they are fewer than `exact_below_share` of it,
 widens its search breadth by 1 / (allowed share) otherwise, and completes exactly any row that still comes back
 short of k.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -91,6 +93,7 @@ class AnnIndex:
         self.measured_recall = measured_recall
         self.exact_searches = 0   # filtered query rows answered by exact search (too selective, or came back short)
         self._stored: np.ndarray | None = None
+        self._stored_lock = threading.Lock()
 
     @property
     def ntotal(self) -> int:
@@ -232,11 +235,14 @@ class AnnIndex:
         return ids, scores
 
     def _vectors(self) -> np.ndarray:
-        """The indexed vectors (reconstructed from the index once, on the first exact search)."""
+        """The indexed vectors (reconstructed from the index once, on the first exact search; a copy of n x dim
+        floats, under a lock: IVF's direct map changes the index)."""
         if self._stored is None:
-            if self.config.kind == "ivf":
-                self.index.make_direct_map()
-            self._stored = self.index.reconstruct_n(0, self.ntotal)
+            with self._stored_lock:
+                if self._stored is None:
+                    if self.config.kind == "ivf":
+                        self.index.make_direct_map()
+                    self._stored = self.index.reconstruct_n(0, self.ntotal)
         return self._stored
 
     def save(self, path: str | Path, overwrite: bool = False) -> None:
