@@ -44,10 +44,12 @@ class RequestRewards:
         if self.subset_clicks is None or self.subset_shown is None:
             raise ValueError("no item subset: pass item_subset to request_rewards")
         m = np.ones(len(self.clicks), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if not m.any():
+            raise ValueError("no requests in the segment")
         slots, clicks = float(self.subset_shown[m].sum()), float(self.subset_clicks[m].sum())
         return {"slot_share": slots / max(float(self.shown[m].sum()), 1.0),
                 "ctr": clicks / slots if slots else None,
-                "clicks_per_request": clicks / max(int(m.sum()), 1)}
+                "clicks_per_request": clicks / int(m.sum())}
 
     def value(self, mask: np.ndarray | None = None) -> PolicyValue:
         """The policy's value on all requests, or on those where `mask` is true (a segment)."""

@@ -178,6 +178,11 @@ def test_request_rewards_item_subset_counts_its_slots_and_clicks(dataset):
     assert nothing.subset_value() == {"slot_share": 0.0, "ctr": None, "clicks_per_request": 0.0}
     with pytest.raises(ValueError, match="no item subset"):
         request_rewards(pol, reqs, world).subset_value()
+    with pytest.raises(ValueError, match="no requests"):
+        rewards.subset_value(np.zeros(len(reqs), dtype=bool))
+    half = np.arange(len(reqs)) < 60
+    part = rewards.subset_value(half)
+    assert part["clicks_per_request"] == pytest.approx(rewards.subset_clicks[half].sum() / 60)
 
 
 def test_delayed_purchases_are_cut_at_log_end(dataset):
