@@ -146,9 +146,11 @@ class AuditLog:
     def __init__(self, path: str | Path | None) -> None:
         self._f = open(path, "a", buffering=1 << 16, encoding="utf-8") if path else None
 
-    def write(self, t: float, endpoint: str, items: list[str], version: str) -> None:
+    def write(self, t: float, endpoint: str, items: list[str], version: str, request_id: str = "",
+              stages: list[str] | None = None) -> None:
         if self._f is not None:
-            self._f.write(json.dumps({"t": t, "endpoint": endpoint, "items": items, "v": version}) + "\n")
+            self._f.write(json.dumps({"t": t, "endpoint": endpoint, "items": items, "v": version,
+                                      "request_id": request_id, "stages": stages or []}) + "\n")
 
     def close(self) -> None:
         if self._f is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -68,6 +70,8 @@ class FastGet:
     def __init__(self, runtime: Runtime, audit: Any) -> None:
         self.rt, self.audit = runtime, audit
         self._ids = itertools.count(1)
+        # request ids unique across workers and restarts (the new-item slot hashes them; clients join feedback on them)
+        self._id_prefix = f"r{os.getpid():x}{secrets.token_hex(3)}-"
 
     def answer(self, scope: dict, t_in: float) -> bytes | None:
         """Response body for a valid GET /v1/* (None: not one of ours, or invalid -> the route answers 422)."""
@@ -88,26 +92,29 @@ class FastGet:
         user_id, session_id, q, k = query
         wall = time.time()
         waited = time.perf_counter() - t_in
+        request_id = f"{self._id_prefix}{next(self._ids)}"
         if rt.overloaded(waited):
             res, version = rt.shed(surface, k)
             stages, fallback = ["shed", *res.stages], True
         else:
-            req = rt.build_request(rt.current, surface, user_id, session_id, q, f"r{next(self._ids)}")
+            req = rt.build_request(rt.current, surface, user_id, session_id, q, request_id)
             res, version = rt.recommend(req, k, waited)
             stages, fallback = res.stages, res.fallback
         lat = time.perf_counter() - t_in
-        body = render(surface, res, version, stages, fallback, lat)
+        body = render(surface, res, version, stages, fallback, lat, request_id)
         m.request_seconds.observe(lat, surface)
         m.requests.inc(surface, "200")
-        self.audit.write(wall, surface, res.item_ids, version)
+        self.audit.write(wall, surface, res.item_ids, version, request_id, stages)
         return body
 
 
-def render(surface: str, res: Result, version: str, stages: list[str], fallback: bool, lat_s: float) -> bytes:
+def render(surface: str, res: Result, version: str, stages: list[str], fallback: bool, lat_s: float,
+           request_id: str = "") -> bytes:
     """The JSON body of a recommendations / suggestions response."""
     body: dict[str, Any] = {
         "items": [{"item_id": i, "score": round(s, 6)} for i, s in zip(res.item_ids, res.scores)],
-        "bundle_version": version, "stages": stages, "fallback": fallback, "latency_ms": round(lat_s * 1000, 3)}
+        "bundle_version": version, "stages": stages, "fallback": fallback, "latency_ms": round(lat_s * 1000, 3),
+        "request_id": request_id}
     if surface == SEARCH:
         body["completions"] = [{"query": q, "score": round(s, 6)} for q, s in res.completions]
     return json.dumps(body, separators=(",", ":")).encode()
