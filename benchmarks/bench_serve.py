@@ -293,6 +293,7 @@ def profile(n: int = 300, clickmodel: bool = False, full: bool = False) -> None:
 
     import numpy as np
 
+    from benchmarks.serve_slot_profile import slot_profile
     from recs.features.compute import compute_features
     from recs.features.online import online_inputs
     from recs.models.base import RetrievalQuery
@@ -343,18 +344,7 @@ def profile(n: int = 300, clickmodel: bool = False, full: bool = False) -> None:
     scores = [p.ranker.predict(x) for x in xs]
     print(f"  re-rank + filters               "
           f"{cpu_ms(lambda i: rerank(cands[i][0], scores[i], p.state, reqs[i].ts, 10, p.rerank_cfg)):.2f}")
-    # the new-item slot, timed at the end of the data (now, the catalog has no item of the last 48 hours)
-    from dataclasses import replace as _replace
-    from datetime import datetime, timedelta, timezone
-
-    from recs.models.rerank import with_new_item_slot
-    end = datetime.fromtimestamp(int(p.state.created_us.max()) / 1e6, timezone.utc) + timedelta(hours=1)
-    slot_cfg = _replace(p.rerank_cfg, new_item_share=1.0)
-    slates = [rerank(cands[i][0], scores[i], p.state, end, 10, slot_cfg) for i in range(n)]
-    fired = sum(with_new_item_slot(*slates[i], cands[i][0], scores[i], p.state, end, slot_cfg)[0] is not slates[i][0]
-                for i in range(n))
-    slot_ms = cpu_ms(lambda i: with_new_item_slot(*slates[i], cands[i][0], scores[i], p.state, end, slot_cfg))
-    print(f"  new-item slot (at the data's end) {slot_ms:.2f}  (filled on {fired} of {n} slates)")
+    print(slot_profile(p, cands, scores, cpu_ms))
     st = p.state
     st.is_eligible([st.item_ids[0]])
     st.apply_inventory("stock", st.item_ids[1], int(st.stock[1]))

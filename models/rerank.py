@@ -141,8 +141,7 @@ def with_new_item_slot(out_ids: list[str], out_sc: list[float], item_ids, scores
     candidate must pass the policy filters and not be in the slate already; the category cap does not bind it (one
     exploration slot: held to the cap, the demo world's slot went to less liked categories and cost more clicks for
     half the exposure, docs/PIPELINE.md). Slates of fewer than 2 items are left alone (the slot would replace the
-    only answer), and so is the slate when nothing qualifies. The slot keeps the scores non-increasing: its score
-    is at most the one before it."""
+    only answer), and so is the slate when nothing qualifies. The slot's score is at most the one before it."""
     ids = np.asarray(list(item_ids), dtype=object)
     sc = np.asarray(list(scores), dtype=float)
     if len(out_ids) < 2 or len(ids) == 0:

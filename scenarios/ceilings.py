@@ -44,8 +44,9 @@ class _CandidatePolicy:
         if not len(ids):
             return self.pipe.rank(request, k)
         s = self.score(request, ids, feats)
-        out, sc = rerank(ids, s, self.pipe.state, request.ts, k, self.pipe.rerank_cfg.for_surface(request.surface),
-                         frozenset())
+        cfg = self.pipe.rerank_cfg.for_surface(request.surface)
+        out, sc = rerank(ids, s, self.pipe.state, request.ts, k, cfg, frozenset())
+        out, sc, _ = self.pipe.new_item_slot(request, ids, s, out, sc, cfg, frozenset())   # as `Pipeline.rank`
         return Ranking(tuple(out), tuple(sc), ("diagnostic",))
 
 

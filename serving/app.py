@@ -50,6 +50,7 @@ class RecsResponse(BaseModel):
     stages: list[str]
     fallback: bool
     latency_ms: float
+    request_id: str
 
 
 class SuggestResponse(RecsResponse):
@@ -141,7 +142,8 @@ class InFlight:
 
 
 class AuditLog:
-    """Optional JSON-lines record of every served slate (`t` = wall time the request started computing)."""
+    """Optional JSON-lines record of every served slate: `t` (wall time the request started computing), `endpoint`,
+    `items`, `v` (bundle version), `request_id`, `stages`."""
 
     def __init__(self, path: str | Path | None) -> None:
         self._f = open(path, "a", buffering=1 << 16, encoding="utf-8") if path else None

@@ -71,7 +71,7 @@ class FastGet:
         self.rt, self.audit = runtime, audit
         self._ids = itertools.count(1)
         # request ids unique across workers and restarts (the new-item slot hashes them; clients join feedback on them)
-        self._id_prefix = f"r{os.getpid():x}{secrets.token_hex(3)}-"
+        self._id_prefix = f"r{os.getpid():x}{secrets.token_hex(8)}-"
 
     def answer(self, scope: dict, t_in: float) -> bytes | None:
         """Response body for a valid GET /v1/* (None: not one of ours, or invalid -> the route answers 422)."""

@@ -227,9 +227,9 @@ class Runtime:
             return res
         try:
             out_ids, out_sc, slot = p.new_item_slot(req, ids, scores, out_ids, out_sc, cfg, purchased)
-        except Exception:        # the filtered slate stands without its exploration slot
+        except Exception:        # the filtered slate stands without its exploration slot: degraded, so not cached
             m.errors.inc("new_item_slot")
-            slot = False
+            slot, reason = False, reason or "new_item_slot_error"
         self._stage("rerank", t0)
         stages.append("rerank")
         if slot:

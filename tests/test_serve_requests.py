@@ -87,3 +87,27 @@ def test_the_audit_log_records_each_answer_with_its_request_id_and_stages(built,
     for body, rec in zip(bodies, records):
         assert rec["request_id"] == body["request_id"] and rec["stages"] == body["stages"]
         assert rec["items"] == [i["item_id"] for i in body["items"]]
+
+
+def test_a_failing_new_item_slot_keeps_the_filtered_slate_uncached(built, monkeypatch):
+    """If the slot raises, the answer is the re-ranked slate without it, flagged as degraded, counted as an error,
+    and not cached (a later request with the same key gets the full path again)."""
+    from dataclasses import replace
+
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
+    served = load_served(built["bundle"], built["pub"], cfg)
+    rt, p = Runtime(served, cfg), served.pipeline
+    end = datetime.fromtimestamp(int(p.state.created_us.max()) / 1e6, timezone.utc)
+    req = replace(rt.build_request(served, "home", None, "s1", None, "r-boom"), ts=end)
+    p.rerank_cfg = replace(p.rerank_cfg, new_item_share=0.0)
+    plain = rt._full_path(served, req, 10)
+    p.rerank_cfg = replace(p.rerank_cfg, new_item_share=1.0)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("slot")
+
+    monkeypatch.setattr(p, "new_item_slot", boom)
+    res, _ = rt.recommend(req, 10)
+    assert res.item_ids == plain.item_ids and res.reason == "new_item_slot_error" and res.fallback
+    assert "new_item_slot" not in res.stages and rt.metrics.errors.get("new_item_slot") == 1
+    assert served.caches["home"].get(rt.cache_key(served, req, 10)) is None
