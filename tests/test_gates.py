@@ -18,7 +18,7 @@ runner = CliRunner()
 
 
 def evaluate_json(ndcg=0.12, recall=0.2, anon_recall=0.1, new_items_recall=0.05, violations=0, coverage=0.3,
-                  revenue=30.0):
+                  revenue=30.0, new_item_share=0.0135):
     seg = lambda n, r: {"ndcg": n, "recall": r, "mrr": 0.1, "hit_rate": 0.3, "n": 100}  # noqa: E731
     return {"kind": "evaluate", "k": 10,
             "segments": {"all": seg(ndcg, recall), "anonymous": seg(ndcg * 0.8, anon_recall),
@@ -26,6 +26,7 @@ def evaluate_json(ndcg=0.12, recall=0.2, anon_recall=0.1, new_items_recall=0.05,
                          "new_items": seg(0.01, new_items_recall)},
             "coverage": coverage, "policy_violations": violations,
             "true_ctr": {"pipeline": 0.05, "logging": 0.045, "oracle": 0.09, "pipeline_revenue_per_request": revenue},
+            "true_ctr_new_items": {"pipeline": {"slot_share": new_item_share, "ctr": 0.15, "clicks_per_request": 0.02}},
             "retrievers": {}}
 
 
@@ -133,6 +134,11 @@ def test_example_gates_pass_on_a_good_run_and_fail_on_a_worse_model(tmp_path):
     poorer = good_run(tmp_path / "poorer", evaluate=evaluate_json(revenue=29.1))
     assert {r.gate.name for r in evaluate_gates(cfg, poorer, base).failed} == {"true_revenue_per_request"}
     assert evaluate_gates(cfg, good_run(tmp_path / "level", evaluate=evaluate_json(revenue=29.5)), base).passed
+    # a model that starves new items again (the demo's pipeline without the new-item slot: 0.12% of its slots
+    # against 1.35%) fails the exposure gate alone; half the baseline's share still passes
+    starving = good_run(tmp_path / "starving", evaluate=evaluate_json(new_item_share=0.0012))
+    assert {r.gate.name for r in evaluate_gates(cfg, starving, base).failed} == {"new_item_exposure"}
+    assert evaluate_gates(cfg, good_run(tmp_path / "half", evaluate=evaluate_json(new_item_share=0.007)), base).passed
 
 
 @pytest.mark.parametrize("override,gate", [
