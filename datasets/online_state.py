@@ -15,7 +15,8 @@ import polars as pl
 HISTORY_LEN = 50
 
 
-def _to_us(ts: datetime) -> int:
+def to_us(ts: datetime) -> int:
+    """Epoch microseconds of a datetime, a naive one read as UTC (the rule every eligibility check uses)."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return int(ts.timestamp() * 1_000_000)
@@ -44,7 +45,7 @@ class OnlineState:
         self._capacity: dict[str, np.ndarray] = {}     # column name -> buffer its array is a prefix view of
         if sellers is not None:
             for sid, bf in sellers.filter(pl.col("blocked_from").is_not_null()).iter_rows():
-                self.blocked_from_us[sid] = _to_us(bf)
+                self.blocked_from_us[sid] = to_us(bf)
         self.user_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
         self.session_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
 
@@ -80,7 +81,7 @@ class OnlineState:
         """Items that may be shown at `ts`: in stock, not restricted, seller not blocked, already created."""
         sel = slice(None) if idx is None else idx
         ok = (self.stock[sel] > 0) & ~self.restricted[sel]
-        t = _to_us(ts) if ts is not None else np.iinfo(np.int64).max - 1
+        t = to_us(ts) if ts is not None else np.iinfo(np.int64).max - 1
         if ts is not None:
             ok &= self.created_us[sel] <= t
         if self.blocked_from_us:
@@ -102,7 +103,7 @@ class OnlineState:
         """Apply one inventory event (`stock`, `price`, `restricted`, `new_item`, `blocked_seller`)."""
         with self._lock:
             if kind == "blocked_seller":
-                self.blocked_from_us[item_id] = _to_us(ts) if ts else 0
+                self.blocked_from_us[item_id] = to_us(ts) if ts else 0
                 self._blocked_version += 1
                 self.version += 1
                 return
@@ -139,7 +140,7 @@ class OnlineState:
         if price <= 0:
             raise ValueError(f"new item {item_id!r}: price must be > 0, got {price}")
         stock, restricted = int(a.get("stock", 0)), bool(a.get("restricted", False))
-        created = _to_us(a["created_at"]) if a.get("created_at") else 0
+        created = to_us(a["created_at"]) if a.get("created_at") else 0
         values = {name: a[name] for name in ("category", "subcategory", "seller_id", "brand", "title")}
         values.update(price=price, stock=stock, restricted=restricted, created_us=created)
         n = len(self.item_ids)

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from recs.datasets.online_state import OnlineState, _to_us
+from recs.datasets.online_state import OnlineState, to_us
 
 
 SURFACES = ("home", "search")
@@ -34,7 +34,7 @@ class RerankConfig:
     # new items (created within `new_item_max_age_hours` of the request) in the last slot of this share of requests,
     # chosen by a hash of the request id (the policy stays deterministic); 0: off. Without it the demo's pipeline
     # gave new items 0.1% of its slots (the logging policy 2.5%); with 1.0, 1.5-1.6% for 0.04-0.12% of true CTR and
-    # 1.5-1.6% of expected revenue on the development requests (docs/PIPELINE.md, "New items")
+    # 1.5-1.6% of expected revenue on the development requests (docs/PIPELINE.md, "Re-ranking")
     new_item_share: float = 1.0
     new_item_max_age_hours: float = 48.0
 
@@ -147,7 +147,7 @@ def with_new_item_slot(out_ids: list[str], out_sc: list[float], item_ids, scores
     if len(out_ids) < 2 or len(ids) == 0:
         return out_ids, out_sc
     rows = state.indices(list(ids)) if rows is None else rows
-    young_from = _to_us(ts) - int(cfg.new_item_max_age_hours * 3_600_000_000)
+    young_from = to_us(ts) - int(cfg.new_item_max_age_hours * 3_600_000_000)
     shown = state.indices(list(out_ids))
     if np.any(state.created_us[shown[shown >= 0]] >= young_from):
         return out_ids, out_sc
