@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, to_us
 from recs.datasets.policy import Request
 from recs.features.compute import ItemAttrs, RowInputs, item_codes
 from recs.features.snapshot import Snapshot
@@ -51,7 +51,7 @@ def online_inputs(request: Request, item_ids, state: OnlineState,
     if np.any(idx < 0):
         raise KeyError(f"items unknown to the online state: {list(ids[idx < 0][:3])}")
     n = len(ids)
-    ts_us = int(request.ts.timestamp() * 1_000_000)
+    ts_us = to_us(request.ts)
     return RowInputs(
         item_ids=ids,
         ts_us=np.full(n, ts_us, dtype=np.int64),

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, to_us
 from recs.sim import SimConfig, World
 from recs.sim import choice
 from recs.sim.inventory import HOUR_US, InventoryEvents, step_inventory
@@ -15,7 +15,8 @@ from recs.sim.traffic import DIURNAL, simulate_hour
 
 
 def us(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
+    """Epoch microseconds, a naive time read as UTC (`datasets.online_state.to_us`, the rule of every check)."""
+    return to_us(ts)
 
 
 def from_us(t: int) -> datetime:

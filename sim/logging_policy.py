@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gammaln
 
+from recs.datasets.online_state import to_us
 from recs.datasets.policy import Ranking, Request, SlotProbabilities
 
 SUBCATS_PER_REQUEST = 4
@@ -230,7 +231,7 @@ class LoggingPolicy:
         self._cache: tuple | None = None
 
     def _lists(self, ts: datetime):
-        t = int(ts.timestamp() * 1e6) // HOUR_US * HOUR_US
+        t = to_us(ts) // HOUR_US * HOUR_US
         key = (self.w.state.version, t)
         if self._cache is None or self._cache[0] != key:
             elig = self.w.eligible(t)

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from recs.datasets.io import read_table
+from recs.datasets.online_state import to_us
 from recs.datasets.policy import Ranking, Request, SlotProbabilities
 
 HOUR_US = 3_600 * 10**6
@@ -69,7 +70,7 @@ class PointInTimePolicy:
         self.policy_id = policy.policy_id
 
     def _at(self, request: Request) -> None:
-        t = int(request.ts.timestamp() * 1e6) // HOUR_US * HOUR_US
+        t = to_us(request.ts) // HOUR_US * HOUR_US
         self.replayer.advance_to(t)
 
     def rank(self, request: Request, k: int) -> Ranking:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, to_us
 from recs.datasets.policy import Request
 from recs.sim import choice
 from recs.sim.catalog import (
@@ -41,10 +41,6 @@ class SlateReward:
     violations: int
 
 
-def _us(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
-
-
 class World:
     """Catalog, users, live inventory (`state`) and the ground-truth oracle."""
 
@@ -61,7 +57,7 @@ class World:
         n_blocked = max(1, round(cfg.blocked_seller_share * n_sel)) if cfg.blocked_seller_share > 0 else 0
         blocked = rng.choice(n_sel, size=min(n_blocked, n_sel), replace=False)
         span = cfg.days * 86_400 * 10**6
-        self.seller_blocked_us[blocked] = _us(cfg.start) + rng.integers(0, span, len(blocked))
+        self.seller_blocked_us[blocked] = to_us(cfg.start) + rng.integers(0, span, len(blocked))
         self.logger_item_vec = self.catalog.vec + rng.normal(0, 0.6, self.catalog.vec.shape) / (np.sqrt(cfg.dim) / 1.6)
         sub = self.catalog.subcat
         n_sub = len(self.catalog.subcat_names)
@@ -140,7 +136,7 @@ class World:
     # ---- live state ---------------------------------------------------------------------------------------
     def eligible(self, ts: datetime | int) -> np.ndarray:
         """(M,) items that may be shown at `ts`: in stock, not restricted, seller not blocked, already created."""
-        t = ts if isinstance(ts, (int, np.integer)) else _us(ts)
+        t = ts if isinstance(ts, (int, np.integer)) else to_us(ts)
         s = self.state
         return ((s.stock > 0) & ~s.restricted & (s.created_us <= t)
                 & (self.seller_blocked_us[self.catalog.seller] > t))

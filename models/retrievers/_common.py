@@ -2,27 +2,20 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, to_us
 from recs.models.base import Candidates, RetrievalQuery, TrainingData
 
 FORMAT_VERSION = 1
 KIND_WEIGHTS = {"click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 US_PER_HOUR = 3_600 * 10**6
 US_PER_DAY = 24 * US_PER_HOUR
-
-
-def to_us(ts: datetime) -> int:
-    """Epoch microseconds of a datetime (naive means UTC)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return int(ts.timestamp() * 1_000_000)
 
 
 def check_kind_weights(weights: dict[str, float], field: str = "kind_weights") -> None:
