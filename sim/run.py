@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 
 from recs.datasets.policy import Policy, Request
+from recs.sim.world import slate_reward
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,13 @@ def request_rewards(policy: Policy, requests: list[Request], world, item_subset:
     sub_clicks, sub_shown = (np.zeros(n), np.zeros(n)) if item_subset is not None else (None, None)
     for i, req in enumerate(requests):
         ranking = policy.rank(req, world.k_for(req))
-        r = world.expected_reward(req, ranking.item_ids)
+        slots = world.slot_rewards(req, ranking.item_ids)      # (rows, P(click), P(purchase), availability)
+        r = slate_reward(world, *slots)
         clicks[i], buys[i], rev[i], shown[i] = r.clicks, r.purchases, r.revenue, len(ranking.item_ids)
         violations[i] = r.violations
-        if item_subset is not None and ranking.item_ids:
-            idx = world.state.indices(list(ranking.item_ids))
-            inside = item_subset[idx]
-            if inside.any():
-                p_click, _, _ = world.click_probs(world.contexts[req.request_id], idx)
-                sub_clicks[i], sub_shown[i] = float(p_click[inside].sum()), float(inside.sum())
+        if item_subset is not None and len(slots[0]):
+            inside = item_subset[slots[0]]
+            sub_clicks[i], sub_shown[i] = float(slots[1][inside].sum()), float(inside.sum())
     return RequestRewards(clicks, buys, rev, shown, violations, sub_clicks, sub_shown)
 
 

@@ -41,6 +41,15 @@ class SlateReward:
     violations: int
 
 
+def slate_reward(world: "World", idx: np.ndarray, p_click: np.ndarray, p_buy: np.ndarray,
+                 avail: np.ndarray) -> SlateReward:
+    """The slate's totals from `World.slot_rewards`' per-slot arrays (revenue at the live prices)."""
+    if len(idx) == 0:
+        return SlateReward(0.0, 0.0, 0.0, 0)
+    revenue = float((p_buy * world.state.price[idx]).sum())
+    return SlateReward(float(p_click.sum()), float(p_buy.sum()), revenue, int((~avail).sum()))
+
+
 class World:
     """Catalog, users, live inventory (`state`) and the ground-truth oracle."""
 
@@ -194,8 +203,8 @@ class World:
             * cfg.purchase_given_cart * avail
         return p_click, p_buy, avail
 
-    def expected_reward(self, request: Request, item_ids) -> SlateReward:
-        """Ground-truth expected clicks, purchases and revenue of showing `item_ids` (in order) for `request`."""
+    def slot_rewards(self, request: Request, item_ids) -> tuple[np.ndarray, ...]:
+        """Per slot of `item_ids` (in order) for `request`: the item rows, P(click), P(purchase), availability."""
         ctx = self.contexts.get(request.request_id)
         if ctx is None:
             raise KeyError(f"request {request.request_id!r} was not drawn by this world")
@@ -203,10 +212,12 @@ class World:
         if np.any(idx < 0):
             raise KeyError(f"unknown item ids in slate: {[i for i, j in zip(item_ids, idx) if j < 0][:3]}")
         if len(idx) == 0:
-            return SlateReward(0.0, 0.0, 0.0, 0)
-        p_click, p_buy, avail = self.click_probs(ctx, idx)
-        revenue = float((p_buy * self.state.price[idx]).sum())
-        return SlateReward(float(p_click.sum()), float(p_buy.sum()), revenue, int((~avail).sum()))
+            return idx, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+        return (idx, *self.click_probs(ctx, idx))
+
+    def expected_reward(self, request: Request, item_ids) -> SlateReward:
+        """Ground-truth expected clicks, purchases and revenue of showing `item_ids` (in order) for `request`."""
+        return slate_reward(self, *self.slot_rewards(request, item_ids))
 
     def sample_requests(self, n: int, seed: int, ts: datetime | None = None) -> list[Request]:
         """`n` fresh requests (first requests of new sessions) at `ts` (default: the world's current time)."""
