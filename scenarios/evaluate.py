@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recs.datasets.io import read_table
-from recs.datasets.online_state import OnlineState
+from recs.datasets.online_state import OnlineState, to_us
 from recs.datasets.policy import Request
 from recs.datasets.requests import requests_from_logs
 from recs.evaluators.ranking import MetricAccumulator
@@ -65,6 +65,16 @@ def holdout_state(dataset: Path, as_of: datetime) -> OnlineState:
     return OnlineState(cat, sellers)
 
 
+def holdout_start(model_dir: Path) -> datetime:
+    """Where the model's training window ends (`model.json`): the hold-out starts there."""
+    return datetime.fromisoformat(json.loads((Path(model_dir) / "model.json").read_text())["holdout"]["start"])
+
+
+def created_after(created_us: np.ndarray, start: datetime) -> np.ndarray:
+    """The items new to a model whose training window ends at `start`: created at or after it."""
+    return created_us >= to_us(start)
+
+
 def segments_of(req: Request, known_users: set[str]) -> list[str]:
     segs = ["all", "anonymous" if req.user_id is None else "logged_in"]
     if req.user_id is not None and req.user_id not in known_users:
@@ -76,8 +86,7 @@ def segments_of(req: Request, known_users: set[str]) -> list[str]:
 def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfig(), log=lambda _: None) -> dict:
     """Offline metrics on the hold-out after `model.json`'s training window, plus true CTR on simulated data."""
     t_start = time.perf_counter()
-    meta = json.loads((Path(model_dir) / "model.json").read_text())
-    hold_start = datetime.fromisoformat(meta["holdout"]["start"])
+    hold_start = holdout_start(model_dir)
     imp = read_table(dataset, "impressions").filter(pl.col("ts") >= hold_start)
     if imp.height == 0:
         raise ValueError(f"{dataset}: no impressions after the training window ({hold_start.isoformat()})")
@@ -93,8 +102,7 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
         rids = sorted(rng.choice(rids, cfg.max_requests, replace=False).tolist())
     inter = read_table(dataset, "interactions")
     requests = requests_from_logs(imp.filter(pl.col("request_id").is_in(rids)), inter)
-    created = dict(zip(state.item_ids.tolist(), state.created_us.tolist()))
-    hold_us = int(hold_start.timestamp() * 1e6)
+    new_items = set(state.item_ids[created_after(state.created_us, hold_start)].tolist())
     known_users = set(pipe.histories)
     acc = MetricAccumulator(cfg.k)
     per_retriever = {kind: MetricAccumulator(cfg.k) for kind in pipe.retrievers} if cfg.retrievers else {}
@@ -108,7 +116,7 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
         shown.update(ranking.item_ids)
         violations += int((~state.is_eligible(list(ranking.item_ids), req.ts)).sum())
         acc.add(segs, ranking.item_ids, relevant)
-        new_rel = {i for i in relevant if created.get(i, 0) >= hold_us}
+        new_rel = relevant & new_items
         acc.add(["new_items"], ranking.item_ids, new_rel)
         q = RetrievalQuery(req, pipe.history(req.user_id), state)
         for kind, metrics in per_retriever.items():          # empty with `retrievers=False`
@@ -151,8 +159,8 @@ the typed prefix on search), see docs/PIPELINE.md."""
     world = World.load(dataset)
     pipe = Pipeline.load(model_dir, state=world.state)
     pipe.index_new_items()
-    cutoff = datetime.fromisoformat(json.loads((Path(model_dir) / "model.json").read_text())["holdout"]["start"])
-    new_items = world.state.created_us >= int(cutoff.timestamp() * 1e6)
+    cutoff = holdout_start(model_dir)
+    new_items = created_after(world.state.created_us, cutoff)
     new_out: dict = {"created_after": cutoff.isoformat(), "n_items": int(new_items.sum()),
                      "n_eligible": int((new_items & world.state.eligible_mask(world.now)).sum())}
     reqs = true_ctr_requests(world, cfg)
