@@ -149,8 +149,9 @@ def test_rows_the_index_leaves_short_are_completed_exactly() -> None:
             ids[1:, 3:], scores[1:, 3:] = -1, -np.finfo(np.float32).max      # every row but the first is short
             return scores, ids
 
-        def reconstruct_n(self, i, n):
-            return real.reconstruct_n(i, n)
+        @property
+        def storage(self):
+            return real.storage
 
     index.index = Short()
     allow = np.random.default_rng(6).random(len(x)) < 0.6

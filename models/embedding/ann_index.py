@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -92,8 +91,6 @@ class AnnIndex:
         self.search_breadth = search_breadth  # efSearch (hnsw) or nprobe (ivf); 0 for flat
         self.measured_recall = measured_recall
         self.exact_searches = 0   # filtered query rows answered by exact search (too selective, or came back short)
-        self._stored: np.ndarray | None = None
-        self._stored_lock = threading.Lock()
 
     @property
     def ntotal(self) -> int:
@@ -220,12 +217,23 @@ class AnnIndex:
         return ids, scores
 
     def _exact(self, q: np.ndarray, k: int, allowed: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`k` over the `allowed` ids for query rows `q` (padded like faiss: id -1, score -FLT_MAX)."""
+        """Exact top-`k` over the `allowed` ids for query rows `q` (padded like faiss: id -1, score -FLT_MAX).
+
+        HNSW: inner products with the allowed rows of its flat storage, read in place (no copy of the vectors);
+        IVF, whose vectors lie in its lists: faiss visiting every list with the allowed ids as a selector."""
         self.exact_searches += len(rows)
+        if self.config.kind == "ivf":
+            bitmap = np.packbits(np.isin(np.arange(self.ntotal), allowed), bitorder="little")
+            sel = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+            scores, ids = self.index.search(q, k, params=faiss.SearchParametersIVF(nprobe=int(self.index.nlist),
+                                                                                   sel=sel))
+            return ids, scores
         ids = np.full((q.shape[0], k), -1, dtype=np.int64)
         scores = np.full((q.shape[0], k), -np.finfo(np.float32).max, dtype=np.float32)
         if allowed.size:
-            s = q @ self._vectors()[allowed].T
+            storage = faiss.downcast_index(self.index.storage)    # IndexFlatIP; a view, valid while unchanged
+            s = q @ faiss.rev_swig_ptr(storage.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)[
+                allowed].T
             n = min(k, allowed.size)
             top = np.argpartition(-s, n - 1, axis=1)[:, :n] if n < allowed.size else np.tile(np.arange(n), (len(q), 1))
             top_s = np.take_along_axis(s, top, axis=1)
@@ -233,17 +241,6 @@ class AnnIndex:
             ids[:, :n] = allowed[np.take_along_axis(top, order, axis=1)]
             scores[:, :n] = np.take_along_axis(top_s, order, axis=1)
         return ids, scores
-
-    def _vectors(self) -> np.ndarray:
-        """The indexed vectors (reconstructed from the index once, on the first exact search; a copy of n x dim
-        floats, under a lock: IVF's direct map changes the index)."""
-        if self._stored is None:
-            with self._stored_lock:
-                if self._stored is None:
-                    if self.config.kind == "ivf":
-                        self.index.make_direct_map()
-                    self._stored = self.index.reconstruct_n(0, self.ntotal)
-        return self._stored
 
     def save(self, path: str | Path, overwrite: bool = False) -> None:
         """Write `index.faiss` and `index.json` (config, search breadth, measured recall) atomically to `path`."""
