@@ -200,10 +200,16 @@ def test_ci_gates(trained, tmp_path):
     atomic_write_json(runs / "skew.json", skew_check_dataset(ds, 50))
     r = CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)])
     assert r.exit_code == 0, r.output
-    worse = json.loads((runs / "evaluate.json").read_text())
-    worse["true_ctr"]["pipeline_vs_logging"] = 0.25  # a uniform-random ranker: true CTR ~0.05 vs logging ~0.21
-    atomic_write_json(runs / "evaluate.json", worse)
-    assert CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)]).exit_code == 1
+    good = json.loads((runs / "evaluate.json").read_text())
+    for section, key, bad in (
+            ("true_ctr", "pipeline_vs_logging", 0.25),  # a uniform-random ranker: true CTR ~0.05 vs logging ~0.21
+            ("true_ctr", "revenue_vs_logging", 0.5),    # a ranker that only shows the cheapest items
+            ("true_ctr_new_items", "pipeline", {"slot_share": 0.0014, "ctr": None, "clicks_per_request": 0.0})):
+        worse = json.loads(json.dumps(good))
+        worse[section][key] = bad                       # the slot's share without the new-item slot: 0.0014
+        atomic_write_json(runs / "evaluate.json", worse)
+        r = CliRunner().invoke(app, ["gate", "--config", "ci_gates.toml", "--candidate", str(runs)])
+        assert r.exit_code == 1, (key, r.output)
 
 
 def test_context_free_visitors_get_their_own_ranker(trained):
