@@ -11,9 +11,17 @@ def dcg_discounts(k: int) -> np.ndarray:
 
 
 def list_metrics(recommended, relevant: set[str], k: int) -> dict[str, float]:
-    """Recall@k, NDCG@k, MRR@k (reciprocal rank of the first hit) and hit@k of one list."""
+    """Recall@k, NDCG@k, MRR@k (reciprocal rank of the first hit) and hit@k of one list.
+
+    A relevant item counts once, where it first appears; a repeat keeps its slot but earns nothing (so recall and
+    NDCG stay in [0, 1] for any list)."""
     top = list(recommended)[:k]
-    hits = np.array([i in relevant for i in top], dtype=float)
+    seen: set = set()
+    hits = np.zeros(len(top))
+    for j, item in enumerate(top):
+        if item in relevant and item not in seen:
+            hits[j] = 1.0
+        seen.add(item)
     disc = dcg_discounts(k)
     ideal = disc[: min(len(relevant), k)].sum()
     first = np.flatnonzero(hits)
