@@ -151,12 +151,16 @@ def chi_square_test(ref_counts: np.ndarray, cur_counts: np.ndarray, deff: float 
 
 
 def design_effect(groups: np.ndarray | pl.Series | None) -> float:
-    """Worst-case design effect of rows clustered in `groups` (the mean cluster size; 1.0 without groups)."""
+    """Worst-case design effect of rows clustered in `groups` (1.0 without groups): with the rows of a cluster
+    perfectly correlated, the variance of a mean grows by sum(m_g^2) / sum(m_g) over clusters of sizes m_g, which
+    is the mean cluster size only when all clusters are the same size (a few large clusters weigh more)."""
     if groups is None:
         return 1.0
     s = groups if isinstance(groups, pl.Series) else pl.Series("g", groups, strict=False)
-    n_groups = s.n_unique()
-    return float(s.len() / n_groups) if n_groups else 1.0
+    if not s.len():
+        return 1.0
+    m = s.value_counts()["count"].to_numpy().astype(float)
+    return float((m * m).sum() / m.sum())
 
 
 def adjust_pvalues(pvalues: np.ndarray, method: Correction = "holm") -> np.ndarray:

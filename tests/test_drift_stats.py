@@ -105,6 +105,9 @@ def test_holm_and_bonferroni_match_statsmodels() -> None:
 
 def test_design_effect_and_clustered_tests() -> None:
     assert ds.design_effect(np.repeat(np.arange(100), 8)) == 8.0 and ds.design_effect(None) == 1.0
+    # 900 one-row clusters and 20 of 50 rows: sum(m^2) / sum(m) = (900 + 20 * 2500) / 1900, not the mean size 2.07
+    mixed = np.concatenate([np.arange(900), np.repeat(np.arange(900, 920), 50)])
+    assert ds.design_effect(mixed) == pytest.approx(50_900 / 1_900)
     stat, p, dof = ds.chi_square_test(np.array([10, 20]), np.array([20, 10]), deff=2.0)
     assert stat == pytest.approx(4 * 25 / 15 / 2) and p == pytest.approx(stats.chi2.sf(stat, 1))
     rng = np.random.default_rng(3)
@@ -113,3 +116,18 @@ def test_design_effect_and_clustered_tests() -> None:
     d4, p4 = ds.ks_test(a, b, deff=4.0)
     assert d1 == d4 and p4 > p1
     assert p4 == pytest.approx(stats.kstwobign.sf(d1 * math.sqrt(500 * 500 / 1000)))
+
+
+def test_clusters_of_unequal_size_keep_ks_false_alarms_rare() -> None:
+    """No drift, one value per cluster (900 of one row, 20 of 50): the clustered KS test rejects at most its level
+    (with the mean cluster size as the design effect it rejected 96% at alpha 0.01)."""
+    rng = np.random.default_rng(0)
+    groups = np.concatenate([np.arange(900), np.repeat(np.arange(900, 920), 50)])
+    deff = ds.design_effect(groups)
+    sizes = np.bincount(groups)
+
+    def sample() -> np.ndarray:
+        return np.repeat(rng.normal(size=len(sizes)), sizes)
+
+    rejected = sum(ds.ks_test(sample(), sample(), deff=deff)[1] < 0.05 for _ in range(200))
+    assert rejected <= 20
