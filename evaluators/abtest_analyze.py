@@ -204,14 +204,17 @@ class _Looks:
     c_success: np.ndarray | None = None  # two-sided boundaries per look
     c_guard: np.ndarray | None = None  # one-sided boundaries per look for guardrails
     n_prev: int = 0  # earlier looks given only as information fractions
+    complete: bool = True  # the planned sample is reached (or the analyst says this is the last look)
 
 
 def _looks(df: pl.DataFrame, cfg: AnalyzeConfig, arms: list[str], notes: list[str]) -> _Looks:
     if cfg.sequential is None:
         return _Looks(None, [], None)
     by = [cfg.time_column] if cfg.time_column else []
-    if cfg.sequential == "msprt":
-        return _Looks("msprt", by, None)
+    if cfg.sequential == "msprt":    # always valid at any look; complete once the planned sample (if any) is in
+        done = cfg.final_look or (cfg.planned_n_per_arm is not None
+                                  and df.height >= cfg.planned_n_per_arm * len(arms))
+        return _Looks("msprt", by, None, complete=done)
     n_plan = cfg.planned_n_per_arm * len(arms)  # type: ignore[operator]
     if by:
         per = df.group_by(by).len().sort(by)["len"].to_numpy()
@@ -228,7 +231,7 @@ def _looks(df: pl.DataFrame, cfg: AnalyzeConfig, arms: list[str], notes: list[st
     c_s = boundaries(fr, cfg.alpha / k, cfg.sequential, final=cfg.final_look)
     c_g = boundaries(fr, 2 * cfg.alpha, cfg.sequential, final=cfg.final_look)
     n_prev = len(cfg.previous_looks)
-    return _Looks(cfg.sequential, by, fr, c_s[n_prev:], c_g[n_prev:], n_prev)
+    return _Looks(cfg.sequential, by, fr, c_s[n_prev:], c_g[n_prev:], n_prev, complete=cfg.final_look or fr[-1] >= 1)
 
 
 def _metric_results(df, cfg, spec, arms, cov, role, looks: _Looks) -> list[MetricResult]:
@@ -352,8 +355,7 @@ def _last(a) -> float:
 
 def _decide(treatments, results, guards, srm, cfg, looks: _Looks) -> tuple[dict, str]:
     decisions = {}
-    final = looks.method is None or looks.method == "msprt" or cfg.final_look or (
-        looks.fractions is not None and looks.fractions[-1] >= 1)
+    final = looks.complete
     for arm in treatments:
         rs = [r for r in results if r.arm == arm]
         gs = [g for g in guards if g.arm == arm]
@@ -366,6 +368,9 @@ def _decide(treatments, results, guards, srm, cfg, looks: _Looks) -> tuple[dict,
             d, why = "DO NOT SHIP", f"success metric(s) significantly worse: {', '.join(losses)}"
         elif wins and not failed:
             d, why = "SHIP", f"win on {', '.join(wins)}" + (f"; all {len(gs)} guardrail(s) non-inferior" if gs else "")
+        elif wins and not final:     # interim guardrail bounds are wide: not yet shown is not shown to fail
+            d, why = "CONTINUE", f"win on {', '.join(wins)}; guardrail(s) not yet shown non-inferior: " \
+                                 f"{', '.join(failed)}; keep collecting data to the planned sample"
         elif wins:
             d, why = "DO NOT SHIP", f"win on {', '.join(wins)} but guardrail(s) not shown non-inferior: " \
                                     f"{', '.join(failed)}"

@@ -1,6 +1,8 @@
 """Group-sequential boundaries and the mixture SPRT."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -88,3 +90,24 @@ def test_analyze_sequential_group_and_msprt_modes():
     assert ms.metrics[0].p_value > analyze(df, AnalyzeConfig(metrics=["conversion"])).metrics[0].p_value
     with pytest.raises(ValueError, match="planned sample size"):
         AnalyzeConfig(metrics=["conversion"], sequential="obf")
+
+
+def test_an_interim_win_whose_guardrail_is_not_yet_shown_continues():
+    """At a group-sequential interim look the guardrail's bound is still wide: a win whose guardrail is not yet
+    non-inferior continues (the same data as the complete sample, or declared final, ship or do not)."""
+    df = simulate_experiment_frame(n_units=20_000, days=14, effects={"conversion": 0.5}, seed=3)
+    cfg = AnalyzeConfig(metrics=["conversion"], guardrails=["p99_latency_ms<=+0.5%"], sequential="obf",
+                        planned_n_per_arm=50_000, time_column="day")
+    interim = analyze(df, cfg)
+    assert interim.metrics[0].outcome == "win" and interim.guardrails[0].outcome == "fail"
+    assert interim.verdict == "CONTINUE"
+    assert analyze(df, replace(cfg, final_look=True)).verdict in ("SHIP", "DO NOT SHIP")
+    assert analyze(df, replace(cfg, planned_n_per_arm=10_000)).verdict == "SHIP"
+
+
+def test_msprt_without_a_win_continues_until_the_planned_sample_or_the_last_look():
+    df = simulate_experiment_frame(n_units=4_000, seed=8)
+    cfg = AnalyzeConfig(metrics=["conversion"], sequential="msprt", time_column="day", msprt_tau=0.2)
+    assert analyze(df, cfg).verdict == "CONTINUE"
+    assert analyze(df, replace(cfg, final_look=True)).verdict == "DO NOT SHIP"
+    assert analyze(df, replace(cfg, planned_n_per_arm=1_000)).verdict == "DO NOT SHIP"
