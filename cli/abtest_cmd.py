@@ -118,7 +118,8 @@ def abtest_analyze(
     planned_n_per_arm: int = typer.Option(None, "--planned-n-per-arm", help="Planned units per arm."),
     time_column: str = typer.Option(None, "--time-column", help="Analyse every cumulative look of this column."),
     previous_looks: str = typer.Option(None, "--previous-looks", help="Information fractions of earlier looks."),
-    final_look: bool = typer.Option(False, "--final-look", help="The last look: it spends the remaining alpha and never says CONTINUE."),
+    final_look: bool = typer.Option(False, "--final-look",
+                                    help="The last look: it spends the remaining alpha and never says CONTINUE."),
     msprt_tau: float = typer.Option(0.05, "--msprt-tau", help="mSPRT mixing sd, relative to the control mean."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
