@@ -50,27 +50,28 @@ def boundaries(fractions: list[float] | np.ndarray, alpha: float = 0.05, kind: s
                final: bool = False) -> np.ndarray:
     """Two-sided z boundaries c_k for looks at increasing information fractions (inf: nothing spent there).
 
-    Fractions above 1 are treated as 1; with `final`, the last look spends all the remaining alpha.
+    Alpha is spent at min(fraction, 1) (with `final`, the last look spends all that remains), while the joint law
+    of the looks' statistics follows the actual information fractions, above 1 when the sample overran the plan or
+    below it at an early final look.
     """
-    f = np.minimum(np.asarray(fractions, dtype=float), 1.0)
-    if f.ndim != 1 or f.size == 0:
+    info = np.asarray(fractions, dtype=float)
+    if info.ndim != 1 or info.size == 0:
         raise ValueError("fractions must be a non-empty 1-d sequence")
-    if np.any(f <= 0) or np.any(np.diff(f) < 0):
+    if np.any(info <= 0) or np.any(np.diff(info) < 0):
         raise ValueError("information fractions must be positive and non-decreasing")
+    spend = np.minimum(info, 1.0)
     if final:
-        f = f.copy()
-        f[-1] = 1.0
-    key = tuple(np.round(f, 6))
-    return np.array(_boundaries(key, float(alpha), kind))
+        spend[-1] = 1.0
+    return np.array(_boundaries(tuple(np.round(info, 6)), tuple(np.round(spend, 6)), float(alpha), kind))
 
 
 @lru_cache(maxsize=256)
-def _boundaries(fractions: tuple[float, ...], alpha: float, kind: str) -> tuple[float, ...]:
-    cum = spent(np.array(fractions), alpha, kind)
+def _boundaries(info: tuple[float, ...], spend: tuple[float, ...], alpha: float, kind: str) -> tuple[float, ...]:
+    cum = spent(np.array(spend), alpha, kind)
     out: list[float] = []
     prev_t, prev_spent = 0.0, 0.0
     grid = weights = dens = None  # density of S = Z sqrt(t) on the continuation region
-    for t, a_cum in zip(fractions, cum):
+    for t, a_cum in zip(info, cum):
         inc = a_cum - prev_spent
         if t <= prev_t or inc <= 1e-12:
             out.append(math.inf)
