@@ -146,7 +146,10 @@ def _request_attrs(extra: list[str]) -> list[pl.Expr]:
              if "surface" in extra else pl.lit(-1, pl.Int8)).alias("surface"),
             (pl.col("user_id").is_null() if "user_id" in extra else pl.lit(False)).alias("anon"),
             (pl.col("slate_propensity").cast(pl.Float64) if "slate_propensity" in extra
-             else pl.lit(None, pl.Float64)).alias("slate_p")]
+             else pl.lit(None, pl.Float64)).alias("slate_p"),
+            pl.coalesce(*[pl.lit(f"{tag}:") + pl.col(c).cast(pl.Utf8) for c, tag in (("user_id", "u"),
+                                                                                    ("session_id", "s"))
+                          if c in extra], pl.lit("r:") + pl.col("request_id").cast(pl.Utf8)).alias("unit")]
 
 
 def _read_logs(logs: Frame, reward: str, source: str, chunk_rows: int) -> _Logs:
@@ -154,7 +157,7 @@ def _read_logs(logs: Frame, reward: str, source: str, chunk_rows: int) -> _Logs:
         raise OPEInputError(f"--reward must be one of {', '.join(REWARDS)}, got {reward!r}")
     schema = logs.collect_schema()
     require_columns(schema, [*LOG_COLUMNS, reward], source)
-    extra = [c for c in ("surface", "user_id", "slate_propensity") if c in schema]
+    extra = [c for c in ("surface", "user_id", "session_id", "slate_propensity") if c in schema]
     n = _n_rows(logs)
     item_code, pos = np.empty(n, np.int32), np.empty(n, np.int32)
     p, y = np.empty(n, np.float64), np.empty(n, np.float64)
@@ -371,6 +374,8 @@ def build_inputs(logs: Frame, target: Frame, reward: str = "clicked", logs_sourc
     slate = None
     if lg.requests["slate_p"].null_count() < R:
         slate = lg.requests["slate_p"].fill_null(np.nan).to_numpy()
+    unit = lg.requests["unit"].rank("dense").cast(pl.Int64).to_numpy() - 1
+    unit = unit if len(unit) and int(unit.max()) + 1 < R else None     # None: every request its own unit
     return OPEInputs(
         request_ids=lg.requests["request_id"].to_numpy(),
         req_surface=lg.requests["surface"].to_numpy().astype(np.int8),
@@ -382,5 +387,5 @@ def build_inputs(logs: Frame, target: Frame, reward: str = "clicked", logs_sourc
         unlogged_position_mass=max(total - float(mass.sum()), 0.0),
         unseen_pair_mass=float(dm.prob[unseen_pair].sum()),
         unseen_item_mass=float(dm.prob[~logged_item].sum()),
-        zero_propensity_mass=zero_mass, dropped_target_rows=dropped,
+        zero_propensity_mass=zero_mass, dropped_target_rows=dropped, req_unit=unit,
     )

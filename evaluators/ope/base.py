@@ -6,8 +6,9 @@ request) such that
     value = mean(u) + mean(m) * sum(a) / sum(b)
 
 (`a`, `b`, `m` absent for the linear estimators IPS, clipped IPS, DM, DR, Switch-DR, PI). Standard errors come
-from the per-request influence function (requests are the independent units; the slots of one request are not),
-and the bootstrap re-weights the same vectors, so it never re-runs the pipeline.
+from the per-request influence function summed over the independent units (a registered user's requests are not
+independent of each other, nor are the slots of one request; `OPEInputs.req_unit`), and the bootstrap re-weights
+the same vectors unit by unit, so it never re-runs the pipeline.
 """
 from __future__ import annotations
 
@@ -73,12 +74,19 @@ class Decomposition:
         return psi
 
 
-def stderr_of(psi: np.ndarray) -> float:
-    """Standard error of a mean from its per-unit influence values (R,)."""
+def stderr_of(psi: np.ndarray, units: np.ndarray | None = None) -> float:
+    """Standard error of a mean over requests from their influence values (R,), the requests clustered in `units`
+    (R,) dense codes 0..G-1 (None: every request its own unit): sqrt(G / (G - 1) * sum_g (sum of psi in g)^2) / R."""
     n = len(psi)
     if n < 2 or not np.all(np.isfinite(psi)):
         return float("nan")
-    return float(np.sqrt(np.sum(psi * psi) / (n * (n - 1))))
+    if units is None:
+        return float(np.sqrt(np.sum(psi * psi) / (n * (n - 1))))
+    s = np.bincount(units, weights=psi)
+    g = len(s)
+    if g < 2:
+        return float("nan")
+    return float(np.sqrt(g / (g - 1) * np.sum(s * s)) / n)
 
 
 def per_request_sum(req_idx: np.ndarray, values: np.ndarray, n_requests: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def diagnose(inp: OPEInputs, th: DiagnosticThresholds = DiagnosticThresholds()) 
     total = inp.target_mass_total
     share = (lambda x: x / total if total > 0 else 0.0)
     cov = Decomposition(np.zeros(R), w_req, per_request_sum(inp.req_idx, inp.target_mass, R), np.ones(R))
-    cov_val, cov_se = cov.value(), stderr_of(cov.influence())
+    cov_val, cov_se = cov.value(), stderr_of(cov.influence(), inp.req_unit)
     req_mass = np.bincount(inp.t_req_idx, weights=inp.t_prob, minlength=R)
     d = {
         "n_impressions": N,

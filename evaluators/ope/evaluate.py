@@ -134,9 +134,11 @@ def run_ope(inp: OPEInputs, config: OPEConfig = OPEConfig(), q: RewardPrediction
     R = inp.n_requests
     base = Decomposition(per_request_sum(inp.req_idx, inp.reward, R))
     v0, psi0 = base.value(), base.influence()
-    logging = normal_interval(v0, stderr_of(psi0), config.level)
+    units = inp.req_unit
+    logging = normal_interval(v0, stderr_of(psi0, units), config.level)
     t0 = time.perf_counter()
-    reps = bootstrap({**decs, "__logging__": base}, config.n_bootstrap, config.seed) if config.n_bootstrap else {}
+    reps = bootstrap({**decs, "__logging__": base}, config.n_bootstrap, config.seed, units=units) \
+        if config.n_bootstrap else {}
     if reps:
         timings["bootstrap"] = time.perf_counter() - t0
     logging_boot = percentile_interval(v0, reps["__logging__"], config.level) if reps else None
@@ -149,8 +151,8 @@ def run_ope(inp: OPEInputs, config: OPEConfig = OPEConfig(), q: RewardPrediction
             boot = percentile_interval(v, reps[name], config.level)
             with np.errstate(divide="ignore", invalid="ignore"):
                 lift_boot = percentile_interval(lift, reps[name] / reps["__logging__"], config.level)
-        estimates[name] = Estimate(name, normal_interval(v, stderr_of(psi), config.level),
-                                   normal_interval(lift, stderr_of(psi_l), config.level),
+        estimates[name] = Estimate(name, normal_interval(v, stderr_of(psi, units), config.level),
+                                   normal_interval(lift, stderr_of(psi_l, units), config.level),
                                    v * R / inp.n_impressions, boot, lift_boot)
     t0 = time.perf_counter()
     diag, warns = diagnose(inp, config.thresholds)

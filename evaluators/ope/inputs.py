@@ -61,6 +61,8 @@ class OPEInputs:
     unseen_item_mass: float = 0.0           # ... on items never logged anywhere
     zero_propensity_mass: float | None = None  # ... where the logger's probability is 0 (only when known)
     dropped_target_rows: int = 0            # target rows of requests absent from the logs
+    req_unit: np.ndarray | None = None      # (R,) dense codes of the independent units: the user, else the
+    #                                         session, else the request (None: every request its own unit)
 
     def __post_init__(self) -> None:
         n = len(self.req_idx)
@@ -73,6 +75,8 @@ class OPEInputs:
                 raise ValueError(f"{name} must have shape ({m},)")
         if self.slate_pscore is not None and len(self.slate_pscore) != self.n_requests:
             raise ValueError(f"slate_pscore must have shape ({self.n_requests},)")
+        if self.req_unit is not None and len(self.req_unit) != self.n_requests:
+            raise ValueError(f"req_unit must have shape ({self.n_requests},)")
 
     @property
     def n_requests(self) -> int:

@@ -94,8 +94,10 @@ def poisson_weights(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndar
 
 
 def bootstrap(decomps: dict[str, Decomposition], n_boot: int, seed: int = 0, chunk: int = 1 << 14,
-              max_block: int = 256) -> dict[str, np.ndarray]:
-    """Replicate values (n_boot,) of every decomposition under the same Poisson request weights."""
+              max_block: int = 256, units: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Replicate values (n_boot,) of every decomposition under the same Poisson weights, one per independent unit
+    (`units`: (R,) dense codes of the requests' units, e.g. their users; None: one per request); a unit's weight
+    applies to all its requests."""
     if not decomps or n_boot <= 0:
         return {n: np.empty(0) for n in decomps}
     names = list(decomps)
@@ -104,13 +106,19 @@ def bootstrap(decomps: dict[str, Decomposition], n_boot: int, seed: int = 0, chu
         c = decomps[name].columns()
         spans[name] = (len(cols), len(cols) + len(c))
         cols.extend(c)
+    counts = None
+    if units is not None:      # the bootstrap's rows become the units: their column sums and request counts
+        cols = [np.bincount(units, weights=c) for c in cols]
+        counts = np.bincount(units).astype(np.float64)
     # centred float32 blocks: the products are exact enough (errors ~1e-7 of the spread, not of the level)
     centre = np.array([c.mean() for c in cols])
     rng = np.random.default_rng(seed)
-    sums, weight = np.zeros((n_boot, len(cols))), np.zeros(n_boot)
+    sums, weight, drawn = np.zeros((n_boot, len(cols))), np.zeros(n_boot), np.zeros(n_boot)
     with _one_blas_thread():  # small products; BLAS threads would only spin on a busy machine
-        _accumulate(cols, centre, rng, sums, weight, chunk, max_block)
-    sums += weight[:, None] * centre[None, :]
+        _accumulate(cols, centre, rng, sums, drawn, chunk, max_block, counts, weight)
+    sums += drawn[:, None] * centre[None, :]
+    if counts is None:
+        weight = drawn
     out = {}
     for n in names:
         lo, hi = spans[n]
@@ -126,8 +134,10 @@ def _one_blas_thread():
 
 
 def _accumulate(cols: list[np.ndarray], centre: np.ndarray, rng: np.random.Generator, sums: np.ndarray,
-                weight: np.ndarray, chunk: int, max_block: int) -> None:
-    """sums[b] += sum_r w[b, r] (cols[:, r] - centre) and weight[b] += sum_r w[b, r], chunk by chunk."""
+                drawn: np.ndarray, chunk: int, max_block: int, counts: np.ndarray | None = None,
+                requests: np.ndarray | None = None) -> None:
+    """sums[b] += sum_r w[b, r] (cols[:, r] - centre) and drawn[b] += sum_r w[b, r], chunk by chunk (rows r are
+    requests or units); with `counts` (requests per unit) also requests[b] += sum_r w[b, r] counts[r]."""
     n_boot, R, J = len(sums), len(cols[0]), len(cols)
     for b0 in range(0, n_boot, max_block):
         b1 = min(b0 + max_block, n_boot)
@@ -138,4 +148,6 @@ def _accumulate(cols: list[np.ndarray], centre: np.ndarray, rng: np.random.Gener
                 block[:, j] = c[lo:hi] - centre[j]
             w = poisson_weights(rng, (b1 - b0, hi - lo))
             sums[b0:b1] += w @ block
-            weight[b0:b1] += w.sum(axis=1, dtype=np.float64)
+            drawn[b0:b1] += w.sum(axis=1, dtype=np.float64)
+            if counts is not None and requests is not None:
+                requests[b0:b1] += w.astype(np.float64) @ counts[lo:hi]

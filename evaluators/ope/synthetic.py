@@ -127,8 +127,8 @@ class SyntheticBandit:
             (pl.lit("r") + pl.col("_r").cast(pl.Utf8)).alias("request_id"), "position",
             (pl.lit("i") + pl.col("_i").cast(pl.Utf8)).alias("item_id"), "propensity", "clicked",
             pl.when(pl.col("_g") % 2 == 0).then(pl.lit("home")).otherwise(pl.lit("search")).alias("surface"),
-            pl.when(pl.col("_g") == 0).then(pl.lit(None, pl.Utf8))
-              .otherwise(pl.lit("g") + pl.col("_g").cast(pl.Utf8)).alias("user_id"),
+            pl.when(pl.col("_g") == 0).then(pl.lit(None, pl.Utf8))           # every request its own visitor:
+              .otherwise(pl.lit("u") + pl.col("_r").cast(pl.Utf8)).alias("user_id"),  # independent units
             "slate_propensity")
         _, _, _, pi, _ = self._world()
         gg, pp, ii = np.nonzero(pi)  # support cells of every group
