@@ -3,8 +3,11 @@
 Attribution: an interaction is credited to an impression by `request_id` (and `item_id`); an interaction without
 a `request_id` goes to the latest earlier impression of the same item to the same user (or, when anonymous, the
 same session) within the attribution window. Only interactions with `ts <= as_of` are known, and only those in
-`[impression ts, impression ts + window]` count. A row is `matured` when its window has closed by `as_of`,
-otherwise `pending`, and a pending row with no purchase yet carries `p_conversion_pending` from `DelayModel`.
+`[impression ts, impression ts + window]` count. An item shown twice in one request is credited once, at its top
+position. Clicks come from the click events when the interactions hold any (only those known by `as_of`); logs
+without click events fall back to the impressions' own `clicked` flag, read as known when the impression was logged.
+A row is `matured` when its window has closed by `as_of`, otherwise `pending`, and a pending row with no purchase
+yet carries `p_conversion_pending` from `DelayModel` (0, and the summary says so, when no row has matured).
 """
 from __future__ import annotations
 
@@ -79,8 +82,9 @@ def attribute(impressions: pl.DataFrame, interactions: pl.DataFrame, cfg: LabelC
     win = pl.duration(microseconds=int(cfg.window / timedelta(microseconds=1)))
     inter = interactions.filter(pl.col("ts") <= as_of)
     imp = impressions.select("request_id", "position", "item_id", "ts", "user_id", "session_id")
+    top = imp.sort("position").unique(["request_id", "item_id"], keep="first", maintain_order=True)  # once each
     direct = (inter.filter(pl.col("request_id").is_not_null())
-              .join(imp.rename({"ts": "imp_ts"}).drop("user_id", "session_id"), on=["request_id", "item_id"])
+              .join(top.rename({"ts": "imp_ts"}).drop("user_id", "session_id"), on=["request_id", "item_id"])
               .select("request_id", "position", "kind", pl.col("ts").alias("ev_ts"), "value", "imp_ts",
                       pl.lit("request_id").alias("via")))
     parts = [direct]
@@ -111,16 +115,21 @@ def _aggregate(ev: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_labels(impressions: pl.DataFrame, interactions: pl.DataFrame, cfg: LabelConfig,
-                 catalog: pl.DataFrame | None = None, inventory_events: pl.DataFrame | None = None) -> LabelResult:
-    """Label every impression with `ts <= as_of` (see the module docstring for the rules)."""
+                 catalog: pl.DataFrame | None = None, inventory_events: pl.DataFrame | None = None,
+                 click_events: bool | None = None) -> LabelResult:
+    """Label every impression with `ts <= as_of` (see the module docstring for the rules). `click_events`: whether
+    the source logs click events at all (None: whether `interactions` holds any, whatever their time)."""
     as_of = pl.lit(cfg.as_of).cast(UTC)
     win_us = int(cfg.window / timedelta(microseconds=1))
     imp = impressions.filter(pl.col("ts") <= as_of)
     ev = attribute(imp, interactions, cfg)
     agg = _aggregate(ev)
+    if click_events is None:
+        click_events = bool((interactions["kind"] == "click").any()) if interactions.height else False
+    click = pl.col("_click_ev").fill_null(False) if click_events else pl.col("clicked")
     df = (imp.join(agg, on=["request_id", "position"], how="left", maintain_order="left")
           .with_columns(
-              (pl.col("clicked") | pl.col("_click_ev").fill_null(False)).alias("click"),
+              click.alias("click"),
               pl.col("add_to_cart").fill_null(False),
               pl.col("purchase").fill_null(False),
               pl.col("revenue").fill_null(0.0),
@@ -166,6 +175,7 @@ def _summary(df: pl.DataFrame, ev: pl.DataFrame, model: DelayModel, cfg: LabelCo
         "revenue_observed": float(df["revenue"].sum()),
         "attributed_events": {k: int(v) for k, v in via.items()},
         "purchase_rate_matured": {str(k): v for k, v in model.rates.items()},
+        "delay_model_fitted": model.n_matured > 0,   # False: no window has closed, pending rows are not corrected
         "delay_quantiles_s": model.quantiles(),
     }
 
@@ -175,7 +185,9 @@ def labels_from_dataset(dataset: str | Path, cfg: LabelConfig) -> LabelResult:
     dataset = Path(dataset)
     as_of = pl.lit(cfg.as_of).cast(UTC)
     imp = scan_table(dataset, "impressions").filter(pl.col("ts") <= as_of).collect()
-    inter = scan_table(dataset, "interactions").filter(pl.col("ts") <= as_of).collect()
+    all_inter = scan_table(dataset, "interactions")
+    inter = all_inter.filter(pl.col("ts") <= as_of).collect()
+    clicks = all_inter.filter(pl.col("kind") == "click").head(1).collect().height > 0
     catalog = events = None
     if cfg.point_in_time:
         try:
@@ -186,4 +198,4 @@ def labels_from_dataset(dataset: str | Path, cfg: LabelConfig) -> LabelResult:
             events = scan_table(dataset, "inventory_events").filter(pl.col("ts") <= as_of).collect()
         except FileNotFoundError:
             events = None
-    return build_labels(imp, inter, cfg, catalog, events)
+    return build_labels(imp, inter, cfg, catalog, events, click_events=clicks)

@@ -189,3 +189,32 @@ def test_labels_cli(tmp_path):
     bad = runner.invoke(app, ["labels", "--dataset", str(tmp_path / "ds"), "--as-of", "whenever",
                               "--out", str(tmp_path / "l2")])
     assert bad.exit_code == 2 and "whenever" in bad.output
+
+
+def test_a_click_after_the_cut_is_not_known_yet_unless_the_logs_have_no_click_events():
+    im = imps([("r1", 0, "a", 10, "u1", "s1", True), ("r1", 1, "b", 10, "u1", "s1", False)])
+    ev = inters([("click", "a", 10.5, "r1", "u1", "s1", None)])               # clicked at 10:30
+    cut = LabelConfig(as_of=h(10.1), window=timedelta(hours=24))              # labels cut at 10:06
+    assert build_labels(im, ev.filter(pl.col("ts") <= h(10.1)), cut, click_events=True).frame["click"].to_list() \
+        == [False, False]
+    assert build_labels(im, ev, cut).frame["click"].to_list() == [False, False]
+    assert build_labels(im, ev, LabelConfig(as_of=h(11))).frame["click"].to_list() == [True, False]
+    no_clicks = inters([("purchase", "z", 1, "r9", "u9", "s9", 1.0)])         # a log without click events
+    assert build_labels(im, no_clicks, cut).frame["click"].to_list() == [True, False]   # the flag, as logged
+
+
+def test_an_item_shown_twice_in_a_request_is_credited_once_at_its_top_position():
+    im = imps([("r1", 0, "a", 0, "u1", "s1", False), ("r1", 1, "a", 0, "u1", "s1", False)])
+    ev = inters([("click", "a", 0.1, "r1", "u1", "s1", None), ("purchase", "a", 1, "r1", "u1", "s1", 10.0)])
+    res = build_labels(im, ev, LabelConfig(as_of=h(48), window=timedelta(hours=24)))
+    df = res.frame.sort("position")
+    assert df["purchase"].to_list() == [True, False] and df["revenue"].to_list() == [10.0, 0.0]
+    assert res.summary["purchases_observed"] == 1 and res.summary["revenue_observed"] == 10.0
+
+
+def test_the_summary_says_when_no_window_has_closed():
+    im = imps([("r1", 0, "a", 0, "u1", "s1", False)])
+    res = build_labels(im, inters([("click", "a", 0.1, "r1", "u1", "s1", None)]),
+                       LabelConfig(as_of=h(1), window=timedelta(days=30)))
+    assert res.summary["delay_model_fitted"] is False and res.summary["matured"] == 0
+    assert res.frame["p_conversion_pending"].to_list() == [0.0]
