@@ -53,6 +53,7 @@ class ArchiveScan:
     n_files: int
     n_dirs: int
     total_bytes: int
+    dirs: frozenset[str] = frozenset()   # every folder: folder members and the parents of any member
 
 
 def is_archive(path: str | Path) -> bool:
@@ -111,6 +112,7 @@ def scan_archive(
 ) -> ArchiveScan:
     """Stream through a .tar.gz once, checking each member header, calling `on_file(name, size, stream)` per file.
 
+    The result lists the folders the archive holds (as a folder bundle would on disk), for the unlisted-folder check.
     Raises BundleVerificationError with a one-line reason for an unsafe, truncated or corrupt archive.
     """
     limits = limits or ArchiveLimits()
@@ -167,7 +169,7 @@ def scan_archive(
         raise BundleVerificationError(f"{where}: not a valid tar archive ({exc})") from None
     if n_files == 0:
         raise BundleVerificationError(f"{where}: archive holds no files")
-    return ArchiveScan(n_files, n_dirs, total)
+    return ArchiveScan(n_files, n_dirs, total, frozenset(tracker.dirs))
 
 
 def extract_checked(

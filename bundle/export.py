@@ -10,6 +10,7 @@ import stat
 import tarfile
 import tempfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from recs.bundle.archive import is_archive
 from recs.bundle.errors import BundleExportError, BundleVerificationError
 from recs.bundle.keys import key_id, load_private_key
 from recs.bundle.manifest import (
@@ -80,6 +82,8 @@ def read_model_json(model_dir: Path) -> dict[str, Any] | None:
         raise BundleExportError(f"{path}: too large for a metadata file")
     try:  # lenient: training code may write NaN metrics; they are recorded as null in the manifest
         doc = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise BundleExportError(f"{path}: not valid JSON (nested too deeply)") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleExportError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
@@ -160,6 +164,46 @@ def _write_tar(staged: Path, manifest: Manifest, out: Path, mtime: int, compress
             tmp.unlink()
 
 
+def _is_bundle_archive(path: Path) -> bool:
+    """True for a .tar.gz whose first member is `manifest.json` (how `export_bundle` writes archives)."""
+    if not is_archive(path):
+        return False
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            first = tar.next()
+    except (OSError, EOFError, tarfile.TarError, zlib.error):
+        return False
+    return first is not None and first.name == MANIFEST_NAME
+
+
+def _check_output(model_dir: Path, out: Path, tar: bool, overwrite: bool) -> None:
+    """Refuse an output that is, is inside, or contains the model folder, and an existing output that is not a
+    bundle of the requested kind (`overwrite` replaces only a bundle folder or a bundle archive, nothing else)."""
+    m, o = model_dir.resolve(), out.resolve()
+    if o == m or m in o.parents:
+        raise BundleExportError(f"{out}: the bundle may not be written inside the model folder {model_dir}")
+    if o in m.parents:
+        raise BundleExportError(f"{out}: contains the model folder {model_dir} (replacing it would delete the model)")
+    if not out.exists() and not out.is_symlink():
+        return
+    if tar:
+        if out.is_dir():
+            raise BundleExportError(f"{out}: already exists and is a folder")
+        if not overwrite:
+            raise BundleExportError(f"{out}: already exists (pass --overwrite)")
+        if not _is_bundle_archive(out):
+            raise BundleExportError(f"{out}: already exists and is not a bundle archive (not replaced)")
+        return
+    if not out.is_dir():
+        raise BundleExportError(f"{out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise BundleExportError(f"{out}: exists and is not empty (pass --overwrite)")
+    if not (out / MANIFEST_NAME).is_file():
+        raise BundleExportError(f"{out}: exists and is not a bundle folder (no {MANIFEST_NAME}; not replaced)")
+
+
 def export_bundle(
     model_dir: str | Path,
     out: str | Path,
@@ -174,7 +218,8 @@ def export_bundle(
     `compresslevel` (gzip 0-9) only affects archives; 1 is the default because model indexes are mostly
     incompressible floats and level 6 costs several times the CPU for a few percent.
     The output appears atomically: a folder is built beside `out` and renamed; an archive is written to a
-    temporary file and renamed. An existing `out` is refused unless `overwrite`.
+    temporary file and renamed. An existing `out` is refused unless `overwrite`, and even then unless it is a
+    bundle (a folder holding `manifest.json`, or a bundle archive); an `out` holding the model folder is refused.
     """
     model_dir, out = Path(model_dir), Path(out)
     if not 0 <= compresslevel <= 9:
@@ -182,11 +227,8 @@ def export_bundle(
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     when = (created_at or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if out.resolve() == model_dir.resolve() or model_dir.resolve() in out.resolve().parents:
-        raise BundleExportError(f"{out}: the bundle may not be written inside the model folder {model_dir}")
+    _check_output(model_dir, out, tar, overwrite)
     if tar:
-        if out.exists() and (out.is_dir() or not overwrite):
-            raise BundleExportError(f"{out}: already exists" + ("" if out.is_dir() else " (pass --overwrite)"))
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".recs-bundle-", dir=out.parent))
         try:
@@ -195,8 +237,6 @@ def export_bundle(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return ExportResult(out, manifest, key_id(key.public_key()), True, digest)
-    if out.exists() and not out.is_dir():
-        raise BundleExportError(f"{out}: exists and is not a folder")
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             manifest = _stage(model_dir, tmp, key, stamp)

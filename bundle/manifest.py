@@ -52,13 +52,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json_strict(data: bytes, what: str) -> Any:
-    """Parse UTF-8 JSON refusing duplicate keys and NaN/Infinity (ambiguous documents are never accepted)."""
+    """Parse UTF-8 JSON refusing duplicate keys and NaN/Infinity (ambiguous documents are never accepted).
+
+    Any parse failure, nesting too deep for the parser (RecursionError) included, is a BundleVerificationError:
+    this runs on unsigned bytes (`manifest.sig` is parsed before the signature is checked)."""
 
     def _bad_constant(name: str) -> Any:
         raise ValueError(f"non-standard constant {name}")
 
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_bad_constant)
+    except RecursionError:
+        raise BundleVerificationError(f"{what}: not valid JSON (nested too deeply)") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleVerificationError(f"{what}: not valid JSON ({exc})") from None
 

@@ -96,6 +96,12 @@ def _compare(manifest: Manifest, found: dict[str, tuple[int, str | None]], extra
     return problems
 
 
+def _unneeded_dirs(manifest: Manifest, dirs: set[str] | frozenset[str]) -> list[str]:
+    """The folders in `dirs` that hold no listed file (at any depth), sorted."""
+    needed = {"/".join(p.split("/")[:j]) for p in manifest.by_path for j in range(1, p.count("/") + 1)}
+    return sorted(set(dirs) - needed)
+
+
 def _verify_folder(root: Path, public_key: Ed25519PublicKey, report: VerifyReport) -> None:
     manifest_bytes = _read_small_regular(root / MANIFEST_NAME, MAX_MANIFEST_BYTES, MANIFEST_NAME)
     sig_bytes = _read_small_regular(root / SIGNATURE_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME)
@@ -104,9 +110,8 @@ def _verify_folder(root: Path, public_key: Ed25519PublicKey, report: VerifyRepor
     report.manifest = manifest
     report.signed_files = _signed_hashes(manifest_bytes, sig_bytes)
     listed = manifest.by_path
-    needed_dirs = {"/".join(p.split("/")[:j]) for p in listed for j in range(1, p.count("/") + 1)}
     found: dict[str, tuple[int, str | None]] = {}
-    extra_dirs: list[str] = []
+    folders: set[str] = set()
     for dirpath, dirs, files in os.walk(root, followlinks=False):
         base = Path(dirpath)
         for name in sorted(dirs + files):
@@ -114,8 +119,7 @@ def _verify_folder(root: Path, public_key: Ed25519PublicKey, report: VerifyRepor
             rel = full.relative_to(root).as_posix()
             st = full.lstat()
             if stat.S_ISDIR(st.st_mode):
-                if rel not in needed_dirs:
-                    extra_dirs.append(rel)
+                folders.add(rel)
             elif stat.S_ISLNK(st.st_mode):
                 report.problems.append(f"symlink {rel} is not allowed in a bundle")
             elif not stat.S_ISREG(st.st_mode):
@@ -126,7 +130,7 @@ def _verify_folder(root: Path, public_key: Ed25519PublicKey, report: VerifyRepor
                     found[rel] = hash_file(full)
                 else:
                     found[rel] = (st.st_size, None)
-    report.problems.extend(_compare(manifest, found, sorted(extra_dirs)))
+    report.problems.extend(_compare(manifest, found, _unneeded_dirs(manifest, folders)))
 
 
 def _verify_archive(path: Path, public_key: Ed25519PublicKey, report: VerifyReport, limits: ArchiveLimits) -> None:
@@ -142,7 +146,7 @@ def _verify_archive(path: Path, public_key: Ed25519PublicKey, report: VerifyRepo
         else:
             found[name] = hash_stream(stream)
 
-    scan_archive(path, _on_file, limits)  # raises on unsafe / truncated / corrupt archives
+    scan = scan_archive(path, _on_file, limits)  # raises on unsafe / truncated / corrupt archives
     for name in (MANIFEST_NAME, SIGNATURE_NAME):
         if name not in special:
             hint = " (unsigned bundle)" if name == SIGNATURE_NAME else ""
@@ -151,7 +155,7 @@ def _verify_archive(path: Path, public_key: Ed25519PublicKey, report: VerifyRepo
     manifest = parse_manifest(special[MANIFEST_NAME])
     report.manifest = manifest
     report.signed_files = _signed_hashes(special[MANIFEST_NAME], special[SIGNATURE_NAME])
-    report.problems.extend(_compare(manifest, found, []))
+    report.problems.extend(_compare(manifest, found, _unneeded_dirs(manifest, scan.dirs)))
 
 
 def check_bundle(

@@ -23,6 +23,7 @@ from recs.models.base import Candidates, RetrievalQuery, Retriever
 from recs.models.candidates import BlendConfig, merge_candidates
 from recs.models.ranker import BaseScore, Ranker
 from recs.models.rerank import SURFACES, RerankConfig, gets_new_item_slot, rerank, with_new_item_slot
+from recs.models.retrievers._text import normalize_query
 
 HISTORY_LEN = 50
 
@@ -124,8 +125,9 @@ class Pipeline:
         return out
 
     def prefix_matches(self, ids: np.ndarray, prefix: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """Search-bar rule: suggestions complete the typed prefix (subcategory name first, else a title word)."""
-        p = prefix.lower()
+        """Search-bar rule: suggestions complete the typed prefix (subcategory name first, else a title word), read
+        with the suggest retriever's `normalize_query` (so " sho" is "sho"; a trailing space is kept)."""
+        p = normalize_query(prefix)
         rows = self.state.indices(list(ids)) if rows is None else rows
         memo: dict = {}
 

@@ -27,6 +27,7 @@ import numpy as np
 from recs.datasets.policy import Request
 from recs.features.online import attrs_from_state
 from recs.models.rerank import gets_new_item_slot, policy_filter, rerank
+from recs.models.retrievers._text import normalize_query
 from recs.serving.journal import Journal, decode_inventory, event_record, inventory_record, write_status
 from recs.serving.metrics import ServerMetrics
 from recs.serving.served import SEARCH, ServeConfig, Served
@@ -77,9 +78,12 @@ class Runtime:
     # ---- request path ------------------------------------------------------------------------------------------
     def build_request(self, served: Served, surface: str, user_id: str | None, session_id: str | None,
                       query: str | None, request_id: str) -> Request:
+        """The pipeline's request; the typed query is normalised once here (`normalize_query`: lower-cased, leading
+        whitespace trimmed, runs collapsed, a trailing space kept), so every stage and the cache key see one string."""
         sess = served.state.session_history.get(session_id) if session_id else None
         recent = tuple(dict.fromkeys(i for i, _ in sess)) if sess else ()
-        return Request(request_id, datetime.now(timezone.utc), surface, user_id, session_id or "", query, recent)
+        q = normalize_query(query) if query is not None else None
+        return Request(request_id, datetime.now(timezone.utc), surface, user_id, session_id or "", q, recent)
 
     def cache_key(self, served: Served, req: Request, k: int) -> tuple | None:
         """Requests without any history share answers: anonymous or cold users, no session items."""
@@ -91,7 +95,8 @@ class Runtime:
                     or req.user_id in p.snapshot.user_index):
                 return None
         cold = "anon" if req.user_id is None else "cold"
-        q = (req.query or "").strip().lower() if req.surface == SEARCH else ""
+        # the pipeline's own normalisation: "sho " (a whole word) and "sho" (a prefix) are different queries
+        q = normalize_query(req.query) if req.surface == SEARCH else ""
         # requests with and without the new-item slot (a hash of the request id) must not share answers
         slot = gets_new_item_slot(req.request_id, served.pipeline.rerank_cfg.new_item_share)
         return (req.surface, cold, q, k, slot)
@@ -300,11 +305,15 @@ class Runtime:
                 cache.clear()                 # may change any answer
             else:
                 cache.invalidate_items((key,))
+        self._log_inventory(kind, key, value, ts, attrs)
+        self.metrics.inventory.inc(kind)
+        return served.state.version
+
+    def _log_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> None:
+        """Keep an update for `adopt` to replay onto the next bundle (the oldest is dropped, and counted, when full)."""
         if len(self.inventory_log) == self.inventory_log.maxlen:
             self.inventory_dropped += 1
         self.inventory_log.append((kind, key, value, ts, attrs))
-        self.metrics.inventory.inc(kind)
-        return served.state.version
 
     def _record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
         served = self.current
@@ -323,7 +332,7 @@ class Runtime:
             op = rec.get("op")
             try:
                 if op == "inv":
-                    self._apply_inventory(*decode_inventory(rec))
+                    self._sync_inventory(*decode_inventory(rec))
                 elif op == "ev":
                     self._record_event(rec["user"], rec["session"], rec["item"], rec["kind"])
                 elif op == "reload":
@@ -337,6 +346,15 @@ class Runtime:
                 self.metrics.journal.inc(str(op))
             except Exception:   # e.g. an item this bundle's catalog does not have: count it, apply the rest
                 self.metrics.errors.inc("journal")
+
+    def _sync_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> None:
+        """Apply another worker's update. One this bundle cannot take (e.g. an item only the bundle this worker is
+        still loading has) is still logged, so `adopt` replays it after the swap; the error is counted (re-raised)."""
+        try:
+            self._apply_inventory(kind, key, value, ts, attrs)
+        except (KeyError, ValueError):
+            self._log_inventory(kind, key, value, ts, attrs)
+            raise
 
     def publish_reload(self, new: Served, bundle: str) -> None:
         """Adopt `new` (loaded by this worker) and, with a journal, tell the other workers to load it too."""

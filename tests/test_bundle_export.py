@@ -1,6 +1,7 @@
 """Export of signed bundles: keys, manifest content, canonical signing, folder and archive layouts."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
@@ -175,3 +176,46 @@ def test_manifest_schema_rejects_duplicates_and_bad_digests() -> None:
             parse_manifest(canonical_json({**base, "files": files}))
     with pytest.raises(BundleVerificationError, match="duplicate key"):
         parse_manifest(b'{"format":"recs-bundle","format":"x","format_version":1,"files":[]}')
+
+
+def test_export_refuses_an_output_that_contains_the_model_folder(tmp_path: Path, keys) -> None:
+    """`--out runs` for `--model runs/m1` would replace runs/ (model and siblings included): refused, nothing moved."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    model = make_model(runs)
+    (runs / "m0.txt").write_text("a sibling run")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, tar in [(runs, False), (runs, True), (tmp_path, False), (model, False)]:
+        with pytest.raises(BundleExportError, match="model folder"):
+            export_bundle(model, out, keys.private_key, tar=tar, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_overwrite_replaces_only_a_bundle(tmp_path: Path, keys) -> None:
+    model = make_model(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a bundle")
+    with pytest.raises(BundleExportError, match="not a bundle folder"):
+        export_bundle(model, other, keys.private_key, overwrite=True)
+    assert (other / "notes.txt").read_text() == "not a bundle"
+    (tmp_path / "notes.txt").write_text("not an archive")
+    (tmp_path / "data.tar.gz").write_bytes(gzip.compress(b"x" * 1024))      # gzip, but no bundle inside
+    for plain in (tmp_path / "notes.txt", tmp_path / "data.tar.gz"):
+        before = plain.read_bytes()
+        with pytest.raises(BundleExportError, match="not a bundle archive"):
+            export_bundle(model, plain, keys.private_key, tar=True, overwrite=True)
+        assert plain.read_bytes() == before
+    # a bundle of either kind is still replaced
+    export_bundle(model, tmp_path / "b", keys.private_key)
+    export_bundle(model, tmp_path / "b", keys.private_key, overwrite=True)
+    export_bundle(model, tmp_path / "b.tar.gz", keys.private_key, tar=True)
+    export_bundle(model, tmp_path / "b.tar.gz", keys.private_key, tar=True, overwrite=True)
+    assert check_bundle(tmp_path / "b", keys.public_key).ok and check_bundle(tmp_path / "b.tar.gz", keys.public_key).ok
+
+
+def test_deeply_nested_model_json_is_a_clean_export_error(tmp_path: Path, keys) -> None:
+    model = make_model(tmp_path)
+    (model / "model.json").write_text("[" * 3000)
+    with pytest.raises(BundleExportError, match="not valid JSON"):
+        export_bundle(model, tmp_path / "b", keys.private_key)

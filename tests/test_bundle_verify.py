@@ -5,6 +5,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -284,3 +285,33 @@ def test_reason_stays_one_line_for_hostile_file_names(env) -> None:
     (d / "b" / "evil\nname").write_text("x")
     r = reason(d / "b", keys.public_key)
     assert r == "unlisted file evil\\nname"
+
+
+@pytest.mark.parametrize("sig", [b"[" * 3000, b'{"a":' * 800, b"\xff\xfe", b"[]"])
+def test_malformed_signature_file_is_a_reason_never_a_crash(env, sig: bytes) -> None:
+    """manifest.sig is parsed before anything is trusted: any bytes (too deeply nested for the JSON parser
+    included) give a one-line reason from check_bundle and a BundleVerificationError from load_verified."""
+    keys, d = env
+    (d / "b" / SIGNATURE_NAME).write_bytes(sig)
+    assert reason(d / "b", keys.public_key).startswith("manifest.sig: not")
+    with pytest.raises(BundleVerificationError, match="manifest.sig"):
+        load_verified(d / "b", keys.public_key)
+    out = d / "deep.tar.gz"
+    _rewrite_tar(d / "b.tar.gz", out, lambda ms: [(i, sig if i.name == SIGNATURE_NAME else data) for i, data in ms])
+    assert reason(out, keys.public_key).startswith("manifest.sig: not")
+
+
+def test_archive_with_an_unneeded_folder_fails_as_a_folder_bundle_does(env) -> None:
+    """Folder members are checked in an archive as folders are on disk: one no listed file needs is unlisted."""
+    keys, d = env
+    for j, extra in enumerate([["plugins"], ["ranker/x", "plugins/a/b"], ["ranker", "fallback"]]):
+        folder, archive = d / f"dirs{j}", d / f"dirs{j}.tar.gz"
+        shutil.copytree(d / "b", folder)
+        for name in extra:
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        _rewrite_tar(d / "b.tar.gz", archive, lambda ms, extra=extra: ms + [
+            (_info(n, tarfile.DIRTYPE), None) for n in extra])
+        want = check_bundle(folder, keys.public_key).problems
+        assert check_bundle(archive, keys.public_key).problems == want, extra
+        assert want == {0: ["unlisted folder plugins/"], 2: []}.get(j, want)
+    assert want == [] and len(check_bundle(d / "dirs1", keys.public_key).problems) == 4

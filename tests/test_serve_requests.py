@@ -111,3 +111,32 @@ def test_a_failing_new_item_slot_keeps_the_filtered_slate_uncached(built, monkey
     assert res.item_ids == plain.item_ids and res.reason == "new_item_slot_error" and res.fallback
     assert "new_item_slot" not in res.stages and rt.metrics.errors.get("new_item_slot") == 1
     assert served.caches["home"].get(rt.cache_key(served, req, 10)) is None
+
+
+def test_search_cache_keys_on_the_query_as_the_pipeline_reads_it(built):
+    """"sho " (the whole word "sho") and "sho" (a prefix) are different queries to the suggest retriever, so they are
+    two cache entries; leading spaces and case, which no stage distinguishes, share one. The candidate filter
+    (`Pipeline.prefix_matches`) reads the prefix with the same normalisation."""
+    import numpy as np
+
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0)
+    served = load_served(built["bundle"], built["pub"], cfg)
+    rt, p, cache = Runtime(served, cfg), served.pipeline, served.caches["search"]
+    pre = next(w for t in p.state.title for w in str(t).lower().split() if len(w) >= 4 and w.isalpha())[:3]
+
+    def ask(q: str):       # one request id: one new-item slot decision for every query
+        return rt.recommend(rt.build_request(served, "search", None, None, q, "r1"), 10)[0]
+
+    fresh = {}
+    for q in (pre, pre + " "):
+        cache.clear()
+        fresh[q] = ask(q)
+    cache.clear()
+    ask(pre)
+    word = ask(pre + " ")
+    assert "cache" not in word.stages and word.item_ids == fresh[pre + " "].item_ids
+    assert len(cache) == 2
+    same = ask("  " + pre.upper())
+    assert same.stages[0] == "cache" and same.item_ids == fresh[pre].item_ids and len(cache) == 2
+    ids = p.state.item_ids[:400]
+    np.testing.assert_array_equal(p.prefix_matches(ids, "  " + pre.upper()), p.prefix_matches(ids, pre))

@@ -297,3 +297,32 @@ def test_a_starting_worker_serves_the_journaled_bundle_only_if_it_is_still_that_
     n = len(loaded)
     served, why = startup_served({"bundle": "/b/reloaded", "version": "m@222"}, "/b/reloaded", "key", cfg, load)
     assert served.version == "m@333" and len(loaded) == n + 1 and not served.closed and "no copy" in why
+
+
+def test_a_write_for_an_item_only_the_new_bundle_has_reaches_a_worker_still_loading_it(built, tmp_path):
+    """A serves the reloaded bundle (with item X) and sets X's stock to 0 while B still serves the old one (it is
+    loading the new one): B cannot apply the write yet but keeps it for the replay, so after B swaps X is out of
+    stock there too."""
+    cfg = ServeConfig(**CFG)
+    st = load_served(built["bundle"], built["pub"], cfg).state
+    attrs = {"category": st.category[0], "subcategory": st.subcategory[0], "seller_id": "s-x", "brand": "b",
+             "title": "only in v2", "price": 9.5, "stock": 5}
+
+    def v2():     # stands in for a new bundle whose catalog has X
+        s = load_served(built["bundle"], built["pub"], cfg)
+        s.state.apply_inventory("new_item", "X", 5, None, attrs)
+        return s
+
+    a, b = (Runtime(load_served(built["bundle"], built["pub"], cfg), cfg) for _ in range(2))
+    a.attach_journal(Journal(tmp_path / JOURNAL_NAME), tmp_path, worker_name="a")
+    b.attach_journal(Journal(tmp_path / JOURNAL_NAME), tmp_path, worker_name="b")
+    a.publish_reload(v2(), str(built["bundle"]))
+    b.sync()                                   # B sees the reload record and starts loading (here: below)
+    assert b.reload_target is not None
+    a.apply_inventory("stock", "X", 0, None, None)
+    b.sync()
+    assert "X" not in b.current.state.index and b.metrics.errors.get("journal") == 1
+    assert b.adopt_followed(b.reload_target[0], v2())
+    for w in (a, b):
+        s = w.current.state
+        assert s.stock[s.index["X"]] == 0, w.worker_name
