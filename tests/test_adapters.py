@@ -1,11 +1,14 @@
 """Adapters: Open Bandit Dataset CSV, RecBole atomic files, anonymous session logs."""
 from __future__ import annotations
 
+import gzip
+import json
+
 import polars as pl
 import pytest
 
 from recs.datasets.adapters.obd import read_obd_csv
-from recs.datasets.adapters.recbole_atomic import ingest_recbole, read_recbole
+from recs.datasets.adapters.recbole_atomic import NOT_ATOMIC, ingest_recbole, read_recbole
 from recs.datasets.adapters.sessions import read_sessions
 from recs.datasets.ingest import IngestConfig, IngestError, ingest
 from recs.datasets.io import read_table
@@ -22,8 +25,8 @@ OBD_ROWS = [
 ]
 
 
-def _obd(tmp_path, rows=OBD_ROWS):
-    d = tmp_path / "obd" / "random" / "all"
+def _obd(tmp_path, rows=OBD_ROWS, policy="random"):
+    d = tmp_path / "obd" / policy / "all"
     d.mkdir(parents=True)
     p = d / "all.csv"
     p.write_text("\n".join([OBD_HEADER, *rows]) + "\n")
@@ -36,7 +39,7 @@ def test_obd_csv_to_canonical_impressions(tmp_path):
     assert df["position"].to_list() == [2, 0, 1]  # 1-based -> 0-based
     assert df["clicked"].to_list() == [False, True, False]
     assert df["propensity"].to_list() == [0.0125] * 3
-    assert df["request_id"].to_list() == ["obd-all-0", "obd-all-1", "obd-all-2"]  # each row its own request
+    assert df["request_id"].to_list() == ["obd-random-all-0", "obd-random-all-1", "obd-random-all-2"]  # one each
     assert df["policy_id"].unique().to_list() == ["obd:random"]
     assert df["user_id"].null_count() == 3 and df["surface"].unique().to_list() == ["home"]
     assert df["ts"][1].isoformat() == "2019-11-24T00:00:53.965051+00:00"
@@ -54,6 +57,19 @@ def test_obd_bad_rows_quarantined_by_ingest(tmp_path):
     assert q["position"].to_list()[2] == "x"  # raw value kept
     with pytest.raises(IngestError, match=r"all.csv:5: position: must be >= 0"):
         read_obd_csv(tmp_path / "obd" / "random" / "all" / "all.csv")
+
+
+def test_obd_policies_with_the_same_file_name_keep_all_their_rows(tmp_path):
+    """`random/all/all.csv` and `bts/all/all.csv`: same stem, same row indexes, different events."""
+    files = [_obd(tmp_path, policy="random"), _obd(tmp_path, policy="bts")]
+    rep = ingest(files, tmp_path / "ds", IngestConfig(table="impressions", format="obd"))
+    assert [(f.accepted, f.duplicates) for f in rep.files] == [(3, 0), (3, 0)]
+    out = read_table(tmp_path / "ds", "impressions")
+    assert out.height == 6 and out["request_id"].n_unique() == 6
+    assert out.group_by("policy_id").len().sort("policy_id").rows() == [("obd:bts", 3), ("obd:random", 3)]
+    assert sorted(out.filter(pl.col("policy_id") == "obd:bts")["request_id"]) == [f"obd-bts-all-{i}" for i in range(3)]
+    by_time = IngestConfig(table="impressions", format="obd", obd_request_grouping="timestamp")
+    assert ingest(files, tmp_path / "ds2", by_time).totals["accepted"] == 6
 
 
 def test_obd_missing_column_is_an_error(tmp_path):
@@ -108,6 +124,24 @@ def test_recbole_small_hand_written(tmp_path):
     assert cat["created_at"].dt.year().to_list() == [1995, 1970]
     users = read_table(tmp_path / "ds", "users").sort("user_id")
     assert users["created_at"][0].isoformat() == "1997-12-04T15:55:49+00:00"
+
+
+def test_recbole_compressed_files_are_ingested_and_unknown_files_reported(tmp_path):
+    hdr = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (tmp_path / "a.inter").write_text(hdr + "1\t10\t4\t881250949\n")
+    with gzip.open(tmp_path / "b.inter.gz", "wt") as fh:
+        fh.write(hdr + "2\t20\t3\t891717742\n3\t30\t5\t878887116\n")
+    with gzip.open(tmp_path / "b.item.gz", "wt") as fh:  # the sibling of b.inter.gz
+        fh.write("item_id:token\tmovie_title:token_seq\n20\tHeat\n30\tFargo\n")
+    (tmp_path / "notes.txt").write_text("not an atomic file\n")
+    reps = ingest_recbole([tmp_path], tmp_path / "ds", IngestConfig(table="interactions", format="recbole"))
+    assert [(f.file.split("/")[-1], f.accepted) for f in reps[0].files] == [("a.inter", 1), ("b.inter.gz", 2)]
+    assert read_table(tmp_path / "ds", "interactions")["user_id"].sort().to_list() == ["1", "2", "3"]
+    assert [(r.table, r.totals["accepted"]) for r in reps[1:]] == [("catalog", 2)]
+    assert reps[0].skipped_files == {str(tmp_path / "notes.txt"): NOT_ATOMIC}
+    saved = json.loads((tmp_path / "ds" / "_ingest" / f"{reps[0].run_id}.json").read_text())
+    assert saved["skipped_files"] == {str(tmp_path / "notes.txt"): NOT_ATOMIC}
+    assert read_recbole(tmp_path / "b.inter.gz").height == 2
 
 
 def test_recbole_bad_header(tmp_path):

@@ -8,7 +8,10 @@ An atomic file is tab-separated with a `name:type` header (`token`, `token_seq`,
   `categories`, `subcategory` = the whole token sequence; `created_at` = 1 January of `release_year` (else
   1970-01-01). Marketplace fields a RecBole item lacks get documented placeholders: `seller_id` `recbole`,
   `brand` empty, `price` from a `price` field or 1.0, `stock` 1, `restricted` false.
-- `.user` -> users: `created_at` = the user's first interaction in the sibling `.inter` file (else 1970-01-01).
+- `.user` -> users: `created_at` = the user's first interaction in the sibling `.inter` file if it is plain (not
+  compressed), else 1970-01-01.
+Each file may be compressed (`ml.inter.gz`, `ml.item.zst`). `ingest_recbole` lists every input file it does not
+ingest, with the reason, in the report's `skipped_files`.
 """
 from __future__ import annotations
 
@@ -19,12 +22,27 @@ import polars as pl
 
 from recs.datasets.adapters._common import read_validated, require_columns, scanned
 from recs.datasets.ingest.config import IngestConfig, IngestError
-from recs.datasets.ingest.readers import ROW, Source, read_header, scan_csv_raw
+from recs.datasets.ingest.readers import COMPRESSED_SUFFIXES, ROW, Source, logical_suffix, read_header, scan_csv_raw
 from recs.datasets.ingest.scan import Scanned
 
 SUFFIX_TABLE = {".inter": "interactions", ".item": "catalog", ".user": "users"}
 PLACEHOLDER_PRICE = 1.0
 EPOCH_DATE = "1970-01-01T00:00:00Z"
+NOT_ATOMIC = "not a RecBole atomic file (.inter, .item or .user, plain, gzip or zstd)"
+
+
+def table_of(path: Path) -> str | None:
+    """The table an atomic file feeds, by its suffix under any compression suffix (`ml.inter.gz`: interactions)."""
+    return SUFFIX_TABLE.get(logical_suffix(path))
+
+
+def sibling(path: Path, suffix: str, compressed: bool = True) -> Path | None:
+    """The atomic file of the same name with `suffix` (`ml.inter.gz`, `.item` -> `ml.item.gz` or `ml.item`...)."""
+    name = path.name
+    comp = next((c for c in COMPRESSED_SUFFIXES if name.lower().endswith(c)), "")
+    base = Path(name[: len(name) - len(comp)]).stem
+    ends = (comp, "", *COMPRESSED_SUFFIXES) if compressed else ("",)
+    return next((p for p in (path.with_name(f"{base}{suffix}{c}") for c in ends) if p.is_file()), None)
 
 
 def parse_header(path: Path, label: Path | None = None) -> tuple[list[str], list[str]]:
@@ -99,8 +117,8 @@ def _scan_user(src: Source, cfg: IngestConfig) -> Scanned:
     lf, present = _scan(src)
     require_columns(src, present, ["user_id"], "RecBole .user")
     created = pl.lit(EPOCH_DATE)
-    inter = src.path.with_suffix(".inter")
-    if inter.is_file():
+    inter = sibling(src.path, ".inter", compressed=False)  # read here as is: a plain file only
+    if inter is not None:
         names, _ = parse_header(inter)
         if "timestamp" in names and "user_id" in names:
             first = (pl.scan_csv(inter, separator="\t", infer_schema=False, new_columns=names, quote_char=None)
@@ -114,33 +132,38 @@ def _scan_user(src: Source, cfg: IngestConfig) -> Scanned:
 
 def scan_recbole(src: Source, cfg: IngestConfig) -> Scanned:
     """Dispatch on the file suffix; the suffix must match the table being ingested."""
-    suffix = src.path.suffix if src.path.suffix in SUFFIX_TABLE else Path(src.path.stem).suffix
-    table = SUFFIX_TABLE.get(suffix)
+    table = table_of(src.path)
     if table is None:
-        raise IngestError(f"{src.path}: not a RecBole atomic file (.inter, .item or .user)")
+        raise IngestError(f"{src.path}: {NOT_ATOMIC}")
     if table != cfg.table:
-        raise IngestError(f"{src.path}: a RecBole {suffix} file holds {table}, not {cfg.table}")
+        raise IngestError(f"{src.path}: a RecBole {logical_suffix(src.path)} file holds {table}, not {cfg.table}")
     return {"interactions": _scan_inter, "catalog": _scan_item, "users": _scan_user}[table](src, cfg)
 
 
-def split_by_table(files: list[Path], table: str, side_tables: bool) -> dict[str, list[Path]]:
-    """Group atomic files by the table they feed: `table`'s own, plus sibling `.item`/`.user` when `side_tables`."""
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        t = SUFFIX_TABLE.get(f.suffix)
-        if t is None:
-            continue
-        if t == table:
-            groups.setdefault(t, []).append(f)
+def split_by_table(files: list[Path], table: str, side_tables: bool
+                   ) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """Group atomic files by the table they feed: `table`'s own, plus sibling `.item`/`.user` when `side_tables`.
+
+    Also returns the files of `files` left out, each with the reason (so none is ignored silently).
+    """
+    groups: dict[str, list[Path]] = {table: [f for f in files if table_of(f) == table]}
     if side_tables and table == "interactions":
-        for f in groups.get("interactions", []):
+        for f in groups[table]:
             for suffix in (".item", ".user"):
-                sib = f.with_suffix(suffix)
-                if sib.is_file():
-                    groups.setdefault(SUFFIX_TABLE[suffix], [])
-                    if sib not in groups[SUFFIX_TABLE[suffix]]:
-                        groups[SUFFIX_TABLE[suffix]].append(sib)
-    return groups
+                sib = sibling(f, suffix)
+                if sib is not None and sib not in groups.setdefault(SUFFIX_TABLE[suffix], []):
+                    groups[SUFFIX_TABLE[suffix]].append(sib)
+    groups = {t: paths for t, paths in groups.items() if paths}
+    used = {f for paths in groups.values() for f in paths}
+    return groups, {str(f): _skip_reason(f, table, side_tables) for f in files if f not in used}
+
+
+def _skip_reason(path: Path, table: str, side_tables: bool) -> str:
+    other = table_of(path)
+    if other is None:
+        return NOT_ATOMIC
+    why = "no .inter file of the same name among the inputs" if side_tables else "side tables off"
+    return f"holds {other}, not {table}" + (f" ({why})" if table == "interactions" else "")
 
 
 def ingest_recbole(inputs: list[str | Path], dataset: str | Path, config: IngestConfig) -> list:
@@ -149,21 +172,22 @@ def ingest_recbole(inputs: list[str | Path], dataset: str | Path, config: Ingest
     from recs.datasets.ingest.readers import expand_inputs
 
     files = expand_inputs([str(p) for p in inputs])
-    groups = split_by_table(files, config.table, config.side_tables)
+    groups, skipped = split_by_table(files, config.table, config.side_tables)
     if config.table not in groups:
         raise IngestError(f"no RecBole file for table {config.table} among the inputs "
-                          f"(expected {', '.join(s for s, t in SUFFIX_TABLE.items() if t == config.table)})")
+                          f"(expected {', '.join(s for s, t in SUFFIX_TABLE.items() if t == config.table)}; "
+                          f"{len(skipped)} other file(s): {', '.join(list(skipped)[:3]) or 'none'})")
     reports = []
     for i, (table, paths) in enumerate(sorted(groups.items(), key=lambda kv: kv[0] != config.table)):
         cfg = replace(config, table=table, run_id=config.run_id if i == 0 else f"{config.run_id}-{table}")
-        reports.append(ingest(paths, dataset, cfg))
+        reports.append(ingest(paths, dataset, cfg, skipped=skipped if i == 0 else None))
     return reports
 
 
 def read_recbole(path: str | Path, kind: str = "click") -> pl.DataFrame:
     """One atomic file as a validated canonical frame (interactions, catalog or users, by its suffix)."""
     path = Path(path)
-    table = SUFFIX_TABLE.get(path.suffix)
+    table = table_of(path)
     if table is None:
-        raise IngestError(f"{path}: not a RecBole atomic file (.inter, .item or .user)")
+        raise IngestError(f"{path}: {NOT_ATOMIC}")
     return read_validated(path, IngestConfig(table=table, format="recbole", interaction_kind=kind), scan_recbole)

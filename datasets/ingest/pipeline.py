@@ -2,11 +2,14 @@
 
 Each input file is read once, in streaming batches: a batch's invalid rows go to a staged quarantine part, its
 valid rows whose key hash is new go straight to the part writer, and the rest (suspected duplicates) are staged
-and settled on their exact keys after the pass (`dedup.py`). The new parts are then committed atomically.
+and settled on their exact keys after the pass (`dedup.py`). The rejected rows are then moved into the quarantine
+and the new parts committed, each atomically, in that order: a failure in between loses no rejected row.
+A run id is used once per dataset: a run whose id already has a report, a quarantine file or parts is refused.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import Counter
 from contextlib import contextmanager
@@ -50,6 +53,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _check_run_id(dataset: Path, cfg: IngestConfig) -> None:
+    """Refuse a run id already used in `dataset`: its report, quarantine file or parts would be overwritten."""
+    used = [dataset / "_ingest" / f"{cfg.run_id}.json", dataset / "quarantine" / cfg.table / f"{cfg.run_id}.parquet"]
+    part = re.compile(rf"part-{re.escape(cfg.run_id)}-\d+\.parquet")
+    hit = next((p for p in used if p.exists()), None)
+    hit = hit or next((p for p in existing_files(dataset, cfg.table) if part.fullmatch(p.name)), None)
+    if hit is not None:
+        raise IngestError(f"{hit}: run id {cfg.run_id!r} was already used in this dataset; nothing was written "
+                          "(choose another --run-id)")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
@@ -67,11 +81,11 @@ class _ReadAgain(Exception):
 class _Run:
     """State of one run: its staging folder, sources, counts, key index and part writer."""
 
-    def __init__(self, files: list[Path], dataset: Path, cfg: IngestConfig) -> None:
+    def __init__(self, files: list[Path], dataset: Path, cfg: IngestConfig, skipped: dict[str, str]) -> None:
         self.files, self.dataset, self.cfg = files, dataset, cfg
         self.staging = dataset / f".ingest-{cfg.run_id}"
         self.columns = TABLES[cfg.table].columns
-        self.report = IngestReport(cfg.run_id, cfg.table, cfg.format, str(dataset), _now())
+        self.report = IngestReport(cfg.run_id, cfg.table, cfg.format, str(dataset), _now(), skipped_files=skipped)
         self.writer: PartWriter | None = None
         self.modes: dict[int, str] = {}  # how each JSON Lines file is read (default `fast`)
 
@@ -212,6 +226,7 @@ class _Run:
             c.duplicates = dup[i]
 
     def _quarantine(self) -> Path | None:
+        """Gather the staged bad rows into `quarantine/<table>/<run>.parquet` (written in staging, then renamed)."""
         files = sorted((self.staging / "bad").glob("*.parquet"))
         if not files:
             return None
@@ -221,12 +236,25 @@ class _Run:
         self.report.reasons = {r: int(k) for r, k in reasons.iter_rows()}
         staged = self.staging / "quarantine.parquet"
         bad.select(list(quarantine_schema(self.columns))).sink_parquet(staged)
-        return staged
+        target = self.dataset / "quarantine" / self.cfg.table / f"{self.cfg.run_id}.parquet"
+        if target.exists():
+            raise IngestError(f"{target}: already exists and is never written over (was this run id used before?)")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.replace(target)  # one rename: the file is whole or absent
+        except OSError as e:
+            raise IngestError(f"{target}: cannot set the rejected rows aside ({e}); nothing was committed") from None
+        return target
 
     def run(self) -> IngestReport:
         cfg = self.cfg
+        _check_run_id(self.dataset, cfg)
         self.dataset.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir()
+        try:
+            self.staging.mkdir()
+        except FileExistsError:
+            raise IngestError(f"{self.staging}: a run with id {cfg.run_id!r} is in progress or was killed "
+                              "(remove this folder if none is running)") from None
         try:
             sources = [open_source(p, self.staging, i) for i, p in enumerate(self.files)]
             if cfg.strict:
@@ -237,16 +265,12 @@ class _Run:
             self.report.files = counts
             self.report.written_rows = self.writer.written_rows
             check(self.report)
-            q = self._quarantine()
+            q = self._quarantine()  # before the table: a failure in between must not lose the rejected rows
+            self.report.quarantine_file = str(q) if q is not None else None
             parts = self.writer.parts
             self.report.partitions = sorted({p.parent.name for p in parts if p.parent.name.startswith("date=")})
             self.report.new_files = commit_parts(self.dataset, cfg.table, self.staging / "out", parts,
                                                  as_folder=cfg.partitioned)
-            if q is not None:
-                target = self.dataset / "quarantine" / cfg.table / f"{cfg.run_id}.parquet"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                q.replace(target)
-                self.report.quarantine_file = str(target)
             self.report.finished_at = _now()
             path = self.dataset / "_ingest" / f"{cfg.run_id}.json"
             self.report.report_file = str(path)
@@ -258,15 +282,19 @@ class _Run:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def ingest(inputs: list[str | Path], dataset: str | Path, config: IngestConfig) -> IngestReport:
+def ingest(inputs: list[str | Path], dataset: str | Path, config: IngestConfig,
+           skipped: dict[str, str] | None = None) -> IngestReport:
     """Ingest the files named by `inputs` (paths, globs, folders) into `config.table` of `dataset`.
 
-    Raises `IngestError` (unreadable input, reconciliation failure) or `StrictViolation` (`strict` and a bad row);
-    in both cases nothing is written to the dataset.
+    `skipped`: files the caller left out of `inputs` and why (an adapter's unrecognised files), listed in the report.
+    Raises `IngestError` (unreadable input, reconciliation failure, a run id used before) or `StrictViolation`
+    (`strict` and a bad row); in both cases nothing is written to the dataset. (A failure while committing the
+    table, such as a full disk, leaves the run's quarantine file in place: it is written first, so no rejected
+    row is lost.)
     """
     files = expand_inputs([str(p) for p in inputs])
     dataset = Path(dataset)
     if dataset.exists() and not dataset.is_dir():
         raise IngestError(f"{dataset}: exists and is not a folder")
     with _reader_settings():
-        return _Run(files, dataset, config).run()
+        return _Run(files, dataset, config, dict(skipped or {})).run()

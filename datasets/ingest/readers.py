@@ -22,7 +22,7 @@ from recs.datasets.ingest.config import IngestError
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARQUET_MAGIC = b"PAR1"
-_COMPRESSED_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
+COMPRESSED_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
 _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".inter", ".item", ".user")
 _CHUNK = 1 << 20
@@ -94,9 +94,10 @@ def _decompress(path: Path, kind: str, dest: Path) -> None:
         raise IngestError(f"{path}: truncated or corrupt {kind} data ({e})") from None
 
 
-def _logical_suffix(path: Path) -> str:
+def logical_suffix(path: Path) -> str:
+    """The suffix of `path` once a compression suffix is taken off, lower case: `a.inter.gz` -> `.inter`."""
     name = path.name.lower()
-    for suf in _COMPRESSED_SUFFIXES:
+    for suf in COMPRESSED_SUFFIXES:
         if name.endswith(suf):
             name = name[: -len(suf)]
             break
@@ -109,12 +110,12 @@ def open_source(path: Path, staging: Path, index: int) -> Source:
     compression = "gzip" if magic[:2] == GZIP_MAGIC else "zstd" if magic == ZSTD_MAGIC else None
     local = path
     if compression:
-        local = staging / f"input-{index:05d}{_logical_suffix(path) or '.dat'}"
+        local = staging / f"input-{index:05d}{logical_suffix(path) or '.dat'}"
         _decompress(path, compression, local)
         magic = _magic(local)
     if magic == PARQUET_MAGIC:
         return Source(path, local, "parquet", compression)
-    suffix = _logical_suffix(path)
+    suffix = logical_suffix(path)
     if suffix == ".parquet":
         raise IngestError(f"{path}: not a Parquet file (bad magic bytes)")
     with open(local, "rb") as fh:
@@ -190,6 +191,25 @@ def _lines(src: Source) -> pl.LazyFrame:
 
 
 JSONL_MODES = ("fast", "lines", "repair")
+KEY_SAMPLE_LINES = 1000
+
+
+def json_keys(src: Source, lines: int = KEY_SAMPLE_LINES) -> list[str]:
+    """Top-level keys of the JSON objects on the first `lines` lines of a JSON Lines file, in the order first seen.
+
+    A sample (the readers drop every key they are not asked for, and decoding the whole file again would cost
+    more than the ingest itself): a key that first appears later is not found. Broken lines are passed over.
+    """
+    keys: dict[str, None] = {}
+    with open(src.local, "rb") as fh:
+        for _, raw in zip(range(lines), fh):
+            try:
+                obj = json.loads(raw)
+            except ValueError:  # blank or broken line (UnicodeDecodeError is a ValueError too)
+                continue
+            if isinstance(obj, dict):
+                keys.update(dict.fromkeys(obj))
+    return list(keys)
 
 
 def _line_count(src: Source, nonblank: bool) -> pl.LazyFrame:

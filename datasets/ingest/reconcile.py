@@ -40,6 +40,7 @@ class IngestReport:
     new_files: list[str] = field(default_factory=list)
     quarantine_file: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    skipped_files: dict[str, str] = field(default_factory=dict)  # input files left out, and why
     report_file: str | None = None
 
     @property

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from recs.datasets.ingest.config import IngestConfig, IngestError
-from recs.datasets.ingest.readers import ROW, Source, scan_csv_raw, scan_jsonl_raw, scan_parquet_raw
+from recs.datasets.ingest.readers import ROW, Source, json_keys, scan_csv_raw, scan_jsonl_raw, scan_parquet_raw
 from recs.datasets.schemas import TABLES
 
 
@@ -31,7 +31,7 @@ def scan_canonical(src: Source, cfg: IngestConfig, staging: Path, index: int, mo
     cols = TABLES[cfg.table].columns
     if src.kind == "jsonl":
         lf, bad, count = scan_jsonl_raw(src, cols, staging, index, mode)
-        return Scanned(lf, count, [], bad)
+        return Scanned(lf, count, [k for k in json_keys(src) if k not in cols], bad)
     lf, present = scan_csv_raw(src) if src.kind == "csv" else scan_parquet_raw(src)
     _require(src, cfg.table, present)
     ignored = [c for c in present if c not in cols]

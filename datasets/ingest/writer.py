@@ -218,7 +218,8 @@ def commit_parts(dataset: Path, table: str, staged: Path, parts: list[Path], as_
     """Make `parts` (written under `staged`) part of `table` in `dataset` atomically; returns the new files' paths.
 
     `as_folder`: the table is (or becomes) `dataset/<table>/...parquet`; otherwise `dataset/<table>.parquet`,
-    rewritten as the union of the old file and the new parts (streamed, never loaded whole).
+    rewritten as the union of the old file and the new parts (streamed, never loaded whole). A new part whose
+    name the table already holds raises `IngestError` and leaves the table as it was.
     """
     if not parts:
         return []
@@ -248,6 +249,9 @@ def commit_parts(dataset: Path, table: str, staged: Path, parts: list[Path], as_
         for p in parts:
             rel = p.relative_to(staged)
             dst = nxt / rel
+            if dst.exists():  # `nxt` is this run's own folder: nothing else can create `dst` meanwhile
+                raise IngestError(f"{target / rel}: already in the table; a commit never replaces a part "
+                                  "(was this run id used before?)")
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, dst)
             added.append(str(target / rel))
