@@ -38,6 +38,9 @@ def abtest_power(
     cuped_from_logs: bool = typer.Option(False, "--cuped-from-logs", help="Estimate the CUPED R^2 from --from-logs."),
     daily_units: float = typer.Option(None, "--daily-units", help="Eligible units per day (all arms)."),
     traffic_share: float = typer.Option(1.0, "--traffic-share", help="Share of traffic in the experiment."),
+    sequential: str = typer.Option(None, "--sequential-method",
+                                   help="obf | pocock: size the maximum sample of a group-sequential analysis."),
+    looks: int = typer.Option(None, "--looks", help="Equally spaced looks of the group-sequential analysis."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Solve for sample size per arm, minimum detectable effect, power or duration."""
@@ -85,7 +88,8 @@ def abtest_power(
             margin = margin * abs(base)
         design = PowerDesign(metric=metric, baseline=base, std=sd, alpha=alpha, power=power, arms=arms,
                              n_metrics=n_metrics, correction=correction, alternative=alternative, method=method,
-                             ni_margin=margin, cuped_r2=r2)
+                             ni_margin=margin, cuped_r2=r2, sequential=sequential,
+                             looks=looks if looks is not None else (14 if sequential else 1))
         result = plan(design, mde=mde, relative=relative, n_per_arm=n_per_arm, days=days, traffic=traffic)
     except ValueError as exc:
         fail(str(exc))

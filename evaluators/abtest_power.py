@@ -10,22 +10,23 @@ Metrics:
   linearisation (y - R x) / mean(x) (see `evaluators/abtest_logs.py`, which estimates it from logs).
 CUPED multiplies the per-unit variance by (1 - R^2). Several arms and metrics lower the per-test alpha
 (`evaluators/multiple_testing.sizing_alpha`). A non-inferiority margin turns the design into a one-sided test
-of H0: the treatment is worse by at least the margin, with a true difference of zero.
+of H0: the treatment is worse by at least the margin, with a true difference of zero. A group-sequential design
+sizes its maximum sample (`sequential_power`); the run length comes from `abtest_traffic.Traffic`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 from scipy import optimize, stats
 
+from recs.evaluators.abtest_traffic import MAX_DAYS, Traffic, whole_weeks
 from recs.evaluators.multiple_testing import CORRECTION_NAMES, CORRECTIONS, sizing_alpha
+from recs.evaluators.sequential_power import GS_METHODS, inflation_factor
 
 METRICS = ("proportion", "mean", "ratio")
 ALTERNATIVES = ("two-sided", "larger", "smaller")
 PROPORTION_METHODS = ("pooled", "unpooled", "cohen-h")
-MAX_DAYS = 3650
 _N_MAX = 1e13
 
 
@@ -45,8 +46,14 @@ class PowerDesign:
     method: str = "pooled"  # proportions only
     ni_margin: float | None = None  # absolute non-inferiority margin (> 0)
     cuped_r2: float = 0.0
+    sequential: str | None = None  # obf | pocock: a group-sequential analysis with `looks` equally spaced looks
+    looks: int = 1
 
     def __post_init__(self) -> None:
+        if self.sequential is not None and self.sequential not in GS_METHODS:
+            raise ValueError(f"sequential method must be one of {', '.join(GS_METHODS)}, got {self.sequential!r}")
+        if self.looks < 1 or (self.sequential is not None and self.looks < 2):
+            raise ValueError(f"a group-sequential design needs at least 2 looks, got {self.looks}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.alternative not in ALTERNATIVES:
@@ -121,7 +128,8 @@ class PowerDesign:
             corr = (f"; {CORRECTION_NAMES[self.correction]} over {self.n_comparisons} comparisons, "
                     f"alpha per test {self.alpha_per_test:.4g}")
         cuped = f"; CUPED R^2={self.cuped_r2:.3g}" if self.cuped_r2 > 0 else ""
-        return head + test + corr + cuped
+        seq = f"; group-sequential ({self.sequential}, {self.looks} looks)" if self.sequential else ""
+        return head + test + corr + cuped + seq
 
 
 # ----------------------------------------------------------------------------------------------------------- power
@@ -217,58 +225,6 @@ def mde_for(design: PowerDesign, n_per_arm: float) -> float:
     return float(optimize.brentq(f, lo, hi, xtol=1e-15, rtol=1e-12, maxiter=500))
 
 
-# -------------------------------------------------------------------------------------------------------- traffic
-@dataclass
-class Traffic:
-    """Eligible units per day; `cumulative` (from logs) gives distinct units reached after 1, 2, ... days."""
-
-    daily_units: float
-    traffic_share: float = 1.0
-    cumulative: tuple[float, ...] = ()
-    source: str = "--daily-units"
-
-    def __post_init__(self) -> None:
-        if not self.daily_units > 0:
-            raise ValueError(f"daily units must be > 0, got {self.daily_units}")
-        if not 0 < self.traffic_share <= 1:
-            raise ValueError(f"traffic share must be in (0, 1], got {self.traffic_share}")
-        if self.cumulative and any(b < a for a, b in zip(self.cumulative, self.cumulative[1:])):
-            raise ValueError("cumulative units must be non-decreasing")
-
-    def units_in(self, days: float) -> float:
-        """Distinct units entering the experiment (all arms) after `days` days."""
-        if not self.cumulative:
-            return self.daily_units * days * self.traffic_share
-        cum = np.asarray(self.cumulative, dtype=float)
-        k = len(cum)
-        if days <= k:
-            reached = float(np.interp(days, np.arange(0, k + 1), np.concatenate([[0.0], cum])))
-        else:
-            half = max(1, k // 2)
-            new_per_day = (cum[-1] - cum[-1 - half]) / half if k > half else cum[-1] / k
-            reached = cum[-1] + (days - k) * new_per_day
-        return reached * self.traffic_share
-
-    def days_for(self, n_per_arm: float, arms: int) -> int | None:
-        """Whole days until each arm holds `n_per_arm` units (None: not within MAX_DAYS)."""
-        need = n_per_arm * arms
-        if self.units_in(MAX_DAYS) < need:
-            return None
-        lo, hi = 0, MAX_DAYS
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.units_in(mid) >= need:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-
-
-def whole_weeks(days: int) -> int:
-    """Round a duration up to whole weeks, at least one week (weekly seasonality)."""
-    return max(7, 7 * math.ceil(days / 7))
-
-
 # ----------------------------------------------------------------------------------------------------------- plan
 @dataclass
 class PowerPlan:
@@ -315,6 +271,17 @@ class PowerPlan:
             "mde_by_weeks": self.mde_by_weeks,
             "notes": self.notes,
         }
+
+
+def _sequential_growth(design: PowerDesign, notes: list[str]) -> float:
+    """Maximum over fixed-horizon sample of the design's group-sequential test (1 without one), noted."""
+    if design.sequential is None:
+        return 1.0
+    r = inflation_factor(design.sequential, design.looks, design.alpha_per_test, design.power)
+    notes.append(f"group-sequential ({design.sequential}, {design.looks} equally spaced looks): the maximum sample "
+                 f"is {r:.3f} x the fixed-horizon one for the same power; pass it to abtest-analyze as "
+                 "--planned-n-per-arm")
+    return r
 
 
 def _rel(design: PowerDesign, d: float | None) -> float | None:
@@ -369,12 +336,20 @@ def plan(
 
     n_plain: int | None = None
     mde_plain: float | None = None
+    if design.sequential is not None and n_per_arm is not None:
+        raise ValueError("a group-sequential plan solves for the maximum sample: give --mde, not --n-per-arm "
+                         "or --days")
     if n_per_arm is None:
         solved = "n_per_arm"
-        n_per_arm = math.ceil(n_for(design, mde) - 1e-9)  # type: ignore[arg-type]
+        grow = _sequential_growth(design, notes)
+        n_per_arm = math.ceil(n_for(design, mde) * grow - 1e-9)  # type: ignore[arg-type]
         power = design.power
         if design.cuped_r2 > 0:
-            n_plain = math.ceil(n_for(design.without_cuped(), mde) - 1e-9)  # type: ignore[arg-type]
+            n_plain = math.ceil(n_for(design.without_cuped(), mde) * grow - 1e-9)  # type: ignore[arg-type]
+        if design.alternative != "two-sided" and design.ni_margin is None:
+            both = power_at(replace(design, alternative="two-sided"), mde, n_per_arm)  # type: ignore[arg-type]
+            notes.append(f"sized for a one-sided test; `recs abtest-analyze` tests success metrics two-sided, "
+                         f"which has {both:.1%} power at this sample (plan with --alternative two-sided to match)")
     elif mde is None:
         solved = "mde"
         mde = mde_for(design, n_per_arm)

@@ -9,6 +9,7 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize, samplesize_proportions_2indep_onetail
 
 from recs.evaluators.abtest_power import PowerDesign, Traffic, mde_for, n_for, plan, power_at, whole_weeks
+from recs.evaluators.sequential_power import gs_power, inflation_factor
 
 
 def prop(**kw) -> PowerDesign:
@@ -150,3 +151,29 @@ def test_plan_needs_one_target_and_valid_effects():
         plan(prop(baseline=0.995), mde=0.01)
     with pytest.raises(ValueError, match="traffic"):
         plan(prop(), days=7)
+
+
+@pytest.mark.parametrize("kind,published", [("obf", 1.026), ("pocock", 1.207)])
+def test_group_sequential_inflation_matches_published_factors(kind, published):
+    """Five equal looks, alpha 0.05 two-sided, power 0.8 (Jennison & Turnbull 2000, table 2.4 / 2.1)."""
+    assert inflation_factor(kind, 5, 0.05, 0.8) == pytest.approx(published, abs=0.01)
+
+
+def test_a_group_sequential_plan_has_its_power_at_the_inflated_sample():
+    fixed = plan(PowerDesign(metric="proportion", baseline=0.2), mde=0.01)
+    seq = plan(PowerDesign(metric="proportion", baseline=0.2, sequential="pocock", looks=14), mde=0.01)
+    r = inflation_factor("pocock", 14, 0.05, 0.8)
+    assert seq.n_per_arm == math.ceil(n_for(PowerDesign(metric="proportion", baseline=0.2), 0.01) * r - 1e-9)
+    assert r > 1.2 and seq.n_per_arm > fixed.n_per_arm
+    assert any("--planned-n-per-arm" in n for n in seq.notes)
+    drift = stats.norm.isf(0.025) + stats.norm.ppf(0.8)
+    assert gs_power("pocock", 14, 0.05, drift, seed=1) < 0.72            # the fixed-horizon sample: 70%
+    assert gs_power("pocock", 14, 0.05, drift * math.sqrt(r), seed=1) == pytest.approx(0.8, abs=0.005)
+    with pytest.raises(ValueError, match="maximum sample"):
+        plan(PowerDesign(metric="proportion", baseline=0.2, sequential="obf", looks=14), n_per_arm=1000)
+
+
+def test_a_one_sided_plan_says_what_the_two_sided_analysis_gets():
+    p = plan(PowerDesign(metric="proportion", baseline=0.2, alternative="larger"), mde=0.01)
+    assert p.n_per_arm == 20_151
+    assert any("70.1% power" in n for n in p.notes)
