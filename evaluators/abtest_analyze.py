@@ -297,7 +297,7 @@ def _success_decisions(results: list[MetricResult], cfg: AnalyzeConfig, looks: _
     if looks.method == "msprt":
         for r in results:
             c = r._cmp_all  # type: ignore[attr-defined]
-            tau = cfg.msprt_tau * np.abs(np.atleast_1d(c.control_mean))
+            tau = cfg.msprt_tau * _first_scale(c.control_mean, c.diff)
             p, lo, hi = msprt(np.atleast_1d(c.diff), np.atleast_1d(c.se), tau, cfg.alpha, axis=0)
             r.p_value = float(p[-1])
             r.ci = (float(lo[-1]), float(hi[-1]))
@@ -310,6 +310,13 @@ def _success_decisions(results: list[MetricResult], cfg: AnalyzeConfig, looks: _
         r.p_adjusted = float(pa)
         r.significant = bool(pa < cfg.alpha)
         _outcome(r, r.diff)
+
+
+def _first_scale(control_mean, like) -> np.ndarray:
+    """|control mean| at the first look, for every look: the mSPRT mixture is fixed once, not re-fitted per look
+    (its always-valid guarantee assumes a mixture chosen in advance)."""
+    m = np.atleast_1d(np.asarray(control_mean, dtype=float))
+    return np.full(np.shape(np.atleast_1d(like)), abs(float(m[0])))
 
 
 def _outcome(r: MetricResult, signed: float) -> None:
@@ -327,7 +334,7 @@ def _guardrail(r: MetricResult, g: Guardrail, cfg: AnalyzeConfig, looks: _Looks)
     elif looks.method == "msprt":
         c = r._cmp_all  # type: ignore[attr-defined]
         sc = np.atleast_1d(c.lift_se if g.relative else c.se)
-        tau = cfg.msprt_tau * (np.ones_like(sc) if g.relative else np.abs(np.atleast_1d(c.control_mean)))
+        tau = cfg.msprt_tau * (np.ones_like(sc) if g.relative else _first_scale(c.control_mean, sc))
         _, lo, hi = msprt(np.atleast_1d(c.lift if g.relative else c.diff), sc, tau, cfg.alpha, axis=0)
         bound = float(hi[-1] if upper else lo[-1])
         q = abs(bound - est) / se if se > 0 else math.inf

@@ -65,6 +65,7 @@ def rejections(batch: Batch, mode: str = "fixed", alpha: float = 0.05, n_planned
         bounds = boundaries(frac, alpha, mode, final=True)
         return (np.abs(c.stat) >= bounds[None, :]).any(axis=1)
     if mode == "msprt":
-        p, _, _ = msprt(c.diff, c.se, tau * np.abs(c.control_mean), alpha, axis=1)
+        scale = np.abs(np.asarray(c.control_mean)[:, :1])      # the first look's: a mixture fixed in advance
+        p, _, _ = msprt(c.diff, c.se, tau * scale, alpha, axis=1)
         return p[:, -1] < alpha
     raise ValueError(f"mode must be one of {', '.join(MODES)}")
