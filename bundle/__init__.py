@@ -5,7 +5,7 @@ Public API:
     export_bundle(model_dir, out, private_key, tar=False) -> ExportResult
     check_bundle(bundle, public_key) -> VerifyReport      # never raises for a bundle that fails
     verify_bundle(bundle, public_key) -> VerifyReport     # raises BundleVerificationError
-    load_verified(bundle, public_key) -> VerifiedBundle   # the server's entry point
+    load_verified(bundle, public_key, copy_max_bytes=0) -> VerifiedBundle   # the server's entry point
 """
 from recs.bundle.errors import BundleError, BundleExportError, BundleKeyError, BundleVerificationError
 from recs.bundle.export import ExportResult, export_bundle

@@ -73,21 +73,23 @@ def list_model_files(model_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def read_model_json(model_dir: Path) -> dict[str, Any] | None:
-    """`model.json` as a dict, or None when absent; malformed JSON is an error naming the file."""
+def read_model_json(model_dir: Path, shown: Path | None = None) -> dict[str, Any] | None:
+    """`model.json` of `model_dir` as a dict, or None when absent; malformed JSON is an error naming the file
+    (`shown`, when given, is the folder named in errors: export reads the staged copy but names the source)."""
     path = model_dir / MODEL_JSON
+    name = (shown or model_dir) / MODEL_JSON
     if not path.is_file():
         return None
     if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleExportError(f"{path}: too large for a metadata file")
+        raise BundleExportError(f"{name}: too large for a metadata file")
     try:  # lenient: training code may write NaN metrics; they are recorded as null in the manifest
         doc = json.loads(path.read_bytes().decode("utf-8"))
     except RecursionError:
-        raise BundleExportError(f"{path}: not valid JSON (nested too deeply)") from None
+        raise BundleExportError(f"{name}: not valid JSON (nested too deeply)") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleExportError(f"{path}: not valid JSON ({exc})") from None
+        raise BundleExportError(f"{name}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
-        raise BundleExportError(f"{path}: top level is not a JSON object")
+        raise BundleExportError(f"{name}: top level is not a JSON object")
     return doc
 
 
@@ -125,11 +127,13 @@ def build_manifest_doc(
 
 def _stage(model_dir: Path, dest: Path, private_key: Ed25519PrivateKey, created_at: str) -> Manifest:
     rels = list_model_files(model_dir)
-    model_json = read_model_json(model_dir)
+    read_model_json(model_dir)  # a malformed model.json fails before anything is copied
     entries: list[FileEntry] = []
     for rel in rels:
         size, digest = _copy_hashing(model_dir / rel, dest / rel)
         entries.append(FileEntry(rel, size, digest))
+    # provenance from the staged copy, the bytes just hashed (the source may have changed since it was copied)
+    model_json = read_model_json(dest, shown=model_dir) if MODEL_JSON in rels else None
     doc = build_manifest_doc(entries, model_json, key_id(private_key.public_key()), created_at)
     manifest_bytes = canonical_json(doc)
     (dest / MANIFEST_NAME).write_bytes(manifest_bytes)

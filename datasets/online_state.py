@@ -1,18 +1,24 @@
 """Online state shared by the simulator and the server: live item attributes and user/session histories.
 
 Inventory updates change it in place; policy filters read it on every request, so a change takes effect on the
-next one. `version` increases with every change (caches key on it).
+next one. `version` increases with every change (caches key on it). Session and user histories are bounded
+(`RecentHistories`): ids come from clients, so without a bound any client could grow the process's memory.
 """
 from __future__ import annotations
 
+import sys
 import threading
-from collections import defaultdict, deque
+import time
+from collections import OrderedDict, deque
 from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
 
 HISTORY_LEN = 50
+MAX_SESSIONS = 100_000       # session histories kept (least recently written dropped first)
+MAX_USERS = 100_000          # live user histories kept (same rule)
 
 
 def to_us(ts: datetime) -> int:
@@ -22,10 +28,88 @@ def to_us(ts: datetime) -> int:
     return int(ts.timestamp() * 1_000_000)
 
 
+class RecentHistories:
+    """Recent events per key (a session or a user id), bounded in keys and per key.
+
+    Each key keeps its last `HISTORY_LEN` events. At most `max_keys` keys are kept: a write to a new key beyond
+    that drops the key written least recently. With `idle_s`, a key not written for longer than that is no longer
+    returned and is dropped at the next write. Reads do not refresh a key. Drops are counted in `evicted`
+    (`capacity`, `idle`). Writes hold the owning state's lock; reads take none.
+    """
+
+    def __init__(self, max_keys: int, idle_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self._d: OrderedDict[str, deque] = OrderedDict()     # oldest write first
+        self._written: dict[str, float] = {}
+        self._clock = clock
+        self.evicted = {"capacity": 0, "idle": 0}
+        self.max_keys, self.idle_s = 1, None
+        self.configure(max_keys, idle_s)
+
+    def configure(self, max_keys: int, idle_s: float | None = None) -> None:
+        """Change the bounds (applied at once)."""
+        if int(max_keys) < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        if idle_s is not None and not idle_s > 0:
+            raise ValueError(f"idle_s must be > 0 (or None: no expiry), got {idle_s}")
+        self.max_keys, self.idle_s = int(max_keys), idle_s
+        self._trim(self._clock())
+
+    def append(self, key: str, event: tuple[str, str]) -> None:
+        now = self._clock()
+        h = self._d.get(key)
+        if h is None:
+            h = self._d[key] = deque(maxlen=HISTORY_LEN)
+        else:
+            self._d.move_to_end(key)
+        self._written[key] = now
+        h.append(event)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while len(self._d) > self.max_keys:
+            self._drop(next(iter(self._d)), "capacity")
+        if self.idle_s is not None:
+            cutoff = now - self.idle_s
+            while self._d:
+                oldest = next(iter(self._d))
+                if self._written[oldest] >= cutoff:
+                    break
+                self._drop(oldest, "idle")
+
+    def _drop(self, key: str, why: str) -> None:
+        del self._d[key]
+        del self._written[key]
+        self.evicted[why] += 1
+
+    def get(self, key: str | None, default: Any = None) -> Any:
+        h = self._d.get(key)
+        if h is None:
+            return default
+        if self.idle_s is not None and self._clock() - self._written.get(key, 0.0) > self.idle_s:
+            return default
+        return h
+
+    def __getitem__(self, key: str) -> deque:
+        h = self.get(key)
+        if h is None:
+            raise KeyError(key)
+        return h
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._d))
+
+
 class OnlineState:
     """Columnar item table with live stock, price and policy flags, plus recent user and session histories."""
 
-    def __init__(self, catalog: pl.DataFrame, sellers: pl.DataFrame | None = None) -> None:
+    def __init__(self, catalog: pl.DataFrame, sellers: pl.DataFrame | None = None, max_sessions: int = MAX_SESSIONS,
+                 session_idle_s: float | None = None, max_users: int = MAX_USERS) -> None:
         self._lock = threading.RLock()
         self.version = 0
         cat = catalog.sort("item_id")
@@ -46,8 +130,8 @@ class OnlineState:
         if sellers is not None:
             for sid, bf in sellers.filter(pl.col("blocked_from").is_not_null()).iter_rows():
                 self.blocked_from_us[sid] = to_us(bf)
-        self.user_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
-        self.session_history: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_LEN))
+        self.user_history = RecentHistories(max_users)
+        self.session_history = RecentHistories(max_sessions, session_idle_s)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -163,11 +247,15 @@ class OnlineState:
         return buf[:n + 1]
 
     def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str = "click") -> None:
-        """Append a user event to the session history (and the user's, when logged in)."""
+        """Append a user event to the session history (and the user's, when logged in); both are bounded."""
+        row = self.index.get(item_id)
+        if row is not None:
+            item_id = self.item_ids[row]      # the catalog's own string: not one more copy per event
+        kind = sys.intern(kind)               # a handful of kinds: one string each
         with self._lock:
-            self.session_history[session_id].append((item_id, kind))
+            self.session_history.append(session_id, (item_id, kind))
             if user_id is not None:
-                self.user_history[user_id].append((item_id, kind))
+                self.user_history.append(user_id, (item_id, kind))
 
     def recent_items(self, user_id: str | None, session_id: str | None, n: int = 20) -> list[str]:
         """Most recent items of the session, then of the user, newest last, without repeats."""

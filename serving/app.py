@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from recs.serving.fastpath import ENDPOINTS, FastGet, parse_query
-from recs.serving.journal import JOURNAL_NAME, Journal
+from recs.serving.journal import JOURNAL_NAME, Journal, JournalWriteError
 from recs.serving.metrics import Gauge
 from recs.serving.reload import Reloader, journal_loop
 from recs.serving.runtime import Runtime
@@ -194,6 +194,10 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         runtime.sync()
         reloader.poll()
 
+    def _histories() -> dict:
+        st = runtime.current.state       # the same two objects across reloads (Runtime.adopt hands them on)
+        return {"session": st.session_history, "user": st.user_history}
+
     app.add_middleware(InFlight, runtime=runtime, fast=fast.answer,
                        before=catch_up if runtime.journal is not None else None)
     m.extra = [
@@ -208,6 +212,11 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
               "re-apply them (ServeConfig.inventory_log)", (), lambda: {(): runtime.inventory_dropped}),
         Gauge("recs_journal_corrupt_lines", "Journal lines skipped because they did not parse", (),
               lambda: {(): runtime.journal.corrupt if runtime.journal is not None else 0}),
+        Gauge("recs_histories", "Session / user histories held (bounded: ServeConfig.max_sessions, max_users)",
+              ("history",), lambda: {(k,): len(h) for k, h in _histories().items()}),
+        Gauge("recs_history_evictions_total", "Histories dropped: capacity (the least recently written, beyond the "
+              "bound) or idle (no event for session_idle_s)", ("history", "reason"),
+              lambda: {(k, r): n for k, h in _histories().items() for r, n in h.evicted.items()}, kind="counter"),
     ]
 
     @app.exception_handler(RequestValidationError)
@@ -218,6 +227,12 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
         m.requests.inc(ENDPOINTS.get(request.url.path, request.url.path), "422")
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}",
                       [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errs])
+
+    def _journal_failed(e: JournalWriteError) -> JSONResponse:
+        """--workers N: the write's journal record could not be appended, so no worker applied it (retry later)."""
+        m.errors.inc("journal_write")
+        logging.getLogger("recs.serve").error("worker %s: %s", runtime.worker_name, e)
+        return _error(503, "update not applied: the shared write journal could not be written (retry later)")
 
     def _check_params(request: Request, allowed: frozenset[str]) -> None:
         unknown = sorted(set(request.query_params.keys()) - allowed)
@@ -269,6 +284,8 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
             runtime.record_event(event.user_id, event.session_id, event.item_id, event.kind)
         except KeyError as e:
             return _error(422, str(e.args[0]))
+        except JournalWriteError as e:
+            return _journal_failed(e)
         return JSONResponse({"ok": True})
 
     @app.post("/v1/inventory", tags=["online state"])
@@ -284,6 +301,8 @@ def create_app(runtime: Runtime, public_key: Any, admin_token: str | None = None
             version = runtime.apply_inventory(update.kind, key, update.value, update.ts, attrs)
         except KeyError as e:
             return _error(422, f"body.{field_name}: {e.args[0]}")
+        except JournalWriteError as e:
+            return _journal_failed(e)
         except (ValueError, TypeError) as e:
             return _error(422, f"body: {e}")
         return JSONResponse({"ok": True, "state_version": version})

@@ -28,6 +28,10 @@ JOURNAL_NAME = "journal.jsonl"
 STATUS_DIR = "workers"
 
 
+class JournalWriteError(OSError):
+    """A record could not be appended to the journal; the write it carried must not be applied."""
+
+
 class Journal:
     """An append-only JSON-lines file shared by the worker processes; `offset` = bytes this process applied."""
 
@@ -87,18 +91,27 @@ class Journal:
     def append(self, rec: dict[str, Any]) -> int:
         """Append one record; the caller holds `locked()` and has applied everything up to the end of the file.
 
-        Returns the record's end offset (this process's new `offset`)."""
-        size = self.size()
-        if size != self.offset:   # a partial line left by a writer that died mid-write: terminate it first
-            os.write(self._fd, b"\n")
-            self.corrupt += 1
-            size += 1
+        Returns the record's end offset (this process's new `offset`). Raises `JournalWriteError` when the record
+        is not (wholly) in the file: nothing was written (disk full), or only a prefix without its newline, which
+        no reader applies and the next append terminates (a torn line). After an `fsync` failure (with
+        `fsync=True`) the whole line is in the file: every worker applies it, this one at its next `sync`."""
         line = (json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n").encode()
-        n = os.write(self._fd, line)
-        if n != len(line):
-            raise OSError(f"{self.path}: short write to the journal ({n} of {len(line)} bytes)")
-        if self.fsync:
-            os.fsync(self._fd)
+        try:
+            size = self.size()
+            if size != self.offset:   # a partial line (a writer that died mid-write, a short write): end it first
+                if os.write(self._fd, b"\n") != 1:
+                    raise JournalWriteError(f"{self.path}: short write to the journal (0 of 1 bytes)")
+                self.corrupt += 1
+                self.offset = size = size + 1      # the torn line, now ended, is skipped like any unparsable one
+            n = os.write(self._fd, line)
+            if n != len(line):
+                raise JournalWriteError(f"{self.path}: short write to the journal ({n} of {len(line)} bytes)")
+            if self.fsync:
+                os.fsync(self._fd)
+        except JournalWriteError:
+            raise
+        except OSError as e:
+            raise JournalWriteError(f"{self.path}: cannot append to the journal ({e.strerror or e})") from e
         self.offset = size + n
         return self.offset
 

@@ -70,14 +70,16 @@ class Counter:
 
 
 class Gauge:
-    """A gauge read from a callback at scrape time: returns {label tuple: value}."""
+    """A value read from a callback at scrape time: returns {label tuple: value}. `kind="counter"` for a total
+    kept elsewhere (it must never decrease)."""
 
-    def __init__(self, name: str, help_: str, labels: tuple[str, ...], read: Callable[[], dict]):
-        self.name, self.help, self.label_names, self.read = name, help_, labels, read
+    def __init__(self, name: str, help_: str, labels: tuple[str, ...], read: Callable[[], dict],
+                 kind: str = "gauge"):
+        self.name, self.help, self.label_names, self.read, self.kind = name, help_, labels, read, kind
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         for lv, v in sorted(self.read().items()):
             yield f"{self.name}{_labels(self.label_names, lv)} {float(v):g}"
 

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from recs.bundle.errors import BundleVerificationError
-from recs.serving.journal import live_workers
+from recs.serving.journal import JournalWriteError, live_workers
 from recs.serving.runtime import Runtime
 from recs.serving.served import load_served, settle_heap
 
@@ -53,7 +53,14 @@ class Reloader:
             except Exception as e:  # verified but not loadable, or not found
                 m.reloads.inc("failed")
                 return 400, {"error": f"bundle not loaded, still serving {old}: {type(e).__name__}: {e}"}
-            rt.publish_reload(new, path)
+            try:
+                rt.publish_reload(new, path)
+            except JournalWriteError as e:   # not journaled, so not swapped: no worker serves it
+                new.bundle.close()
+                m.reloads.inc("failed")
+                m.errors.inc("journal_write")
+                log.error("worker %s: reload of %s not journaled: %s", rt.worker_name, path, e)
+                return 503, {"error": f"bundle not swapped in, still serving {old}: {e}"}
             m.reloads.inc("ok")
             settle_heap()
         body: dict[str, Any] = {"ok": True, "previous": old, "bundle_version": new.version}

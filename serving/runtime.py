@@ -9,8 +9,9 @@ pressure is above `rank_skip_ms`, when retrieval used up its share of the deadli
 order) -> re-rank + policy filters -> top up from popular-by-category lists. Load shedding (too many requests in
 flight, a request that already waited too long, or more queued work than the deadline) and any exception in
 retrieval or re-ranking serve the popular-by-category lists. Every path, cache hits included, passes the policy
-filters against the live state at the request's time. With `--workers N`, writes go through the shared journal
-(serving/journal.py) and `sync` applies the other workers' writes before each request.
+filters against the live state at the request's time. Writes (inventory, events, reload adoption) are in
+serving/writes.py; with `--workers N` they go through the shared journal (serving/journal.py) and `sync` applies
+the other workers' writes before each request.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from typing import Callable
 import numpy as np
 
 from recs.datasets.policy import Request
-from recs.features.online import attrs_from_state
 from recs.models.rerank import gets_new_item_slot, policy_filter, rerank
 from recs.models.retrievers._text import normalize_query
-from recs.serving.journal import Journal, decode_inventory, event_record, inventory_record, write_status
+from recs.serving.journal import Journal
 from recs.serving.metrics import ServerMetrics
 from recs.serving.served import SEARCH, ServeConfig, Served
+from recs.serving.writes import LiveWrites
+
 
 @dataclass
 class Result:
@@ -44,8 +46,8 @@ class Result:
     reason: str = ""                   # why a degraded path served it ("" when none)
 
 
-class Runtime:
-    """The current `Served`, live inventory log, counters, and the request path."""
+class Runtime(LiveWrites):
+    """The current `Served`, live inventory log, counters, and the request path (writes: serving/writes.py)."""
 
     def __init__(self, served: Served, cfg: ServeConfig, metrics: ServerMetrics | None = None) -> None:
         self.current, self.cfg = served, cfg
@@ -63,17 +65,6 @@ class Runtime:
         self.reload_skip_until = 0                            # reload records up to this offset are reflected
         self.reload_target: tuple[int, dict] | None = None    # latest reload record another worker journaled
         self.on_reload: Callable[[int, dict], None] | None = None
-
-    def attach_journal(self, journal: Journal, run_dir: str | Path, reload_skip_until: int = 0,
-                       worker_name: str | None = None) -> None:
-        """Share writes with the other worker processes through `journal`; catch up on what it already holds.
-
-        The app publishes the worker's status once it serves (lifespan start)."""
-        self.journal, self.run_dir = journal, Path(run_dir)
-        self.reload_skip_until = reload_skip_until
-        if worker_name:
-            self.worker_name = worker_name
-        self.sync()
 
     # ---- request path ------------------------------------------------------------------------------------------
     def build_request(self, served: Served, surface: str, user_id: str | None, session_id: str | None,
@@ -266,135 +257,3 @@ class Runtime:
         now = time.perf_counter()
         self.metrics.stage_seconds.observe(now - t0, name)
         return now
-
-    # ---- writes ------------------------------------------------------------------------------------------------
-    def apply_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> int:
-        """Apply one update to the live state (raises KeyError / ValueError on bad input); returns the new version.
-
-        With a journal: under its lock, catch up with the other workers, apply (a bad update raises before anything
-        is written), then append; the caller answers only after the record is in the shared file."""
-        j = self.journal
-        if j is None:
-            return self._apply_inventory(kind, key, value, ts, attrs)
-        with j.locked():
-            self.sync()
-            version = self._apply_inventory(kind, key, value, ts, attrs)
-            j.append(inventory_record(kind, key, value, ts, attrs))
-        return version
-
-    def record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
-        """Record a session event (journaled like inventory updates when workers share one)."""
-        j = self.journal
-        if j is None:
-            self._record_event(user_id, session_id, item_id, kind)
-            return
-        with j.locked():
-            self.sync()
-            self._record_event(user_id, session_id, item_id, kind)
-            j.append(event_record(user_id, session_id, item_id, kind))
-
-    def _apply_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> int:
-        served = self.current
-        appended = kind == "new_item" and key not in served.state.index
-        served.state.apply_inventory(kind, key, value, ts, attrs)
-        if appended:
-            served.pipeline.attrs = attrs_from_state(served.state)  # the state replaced its arrays
-            served.pipeline.index_new_items([key])  # the content retriever can suggest it at once (no refit)
-        for cache in served.caches.values():
-            if kind == "blocked_seller" or appended:
-                cache.clear()                 # may change any answer
-            else:
-                cache.invalidate_items((key,))
-        self._log_inventory(kind, key, value, ts, attrs)
-        self.metrics.inventory.inc(kind)
-        return served.state.version
-
-    def _log_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> None:
-        """Keep an update for `adopt` to replay onto the next bundle (the oldest is dropped, and counted, when full)."""
-        if len(self.inventory_log) == self.inventory_log.maxlen:
-            self.inventory_dropped += 1
-        self.inventory_log.append((kind, key, value, ts, attrs))
-
-    def _record_event(self, user_id: str | None, session_id: str, item_id: str, kind: str) -> None:
-        served = self.current
-        if item_id not in served.state.index:
-            raise KeyError(f"item_id: unknown item {item_id!r}")
-        served.state.record_event(user_id, session_id, item_id, kind)
-        self.metrics.events.inc(kind)
-
-    # ---- other workers' writes ---------------------------------------------------------------------------------
-    def sync(self) -> None:
-        """Apply the writes other workers appended to the journal since the last call (one fstat when none)."""
-        j = self.journal
-        if j is None or not j.pending():
-            return
-        for end, rec in j.read_new():
-            op = rec.get("op")
-            try:
-                if op == "inv":
-                    self._sync_inventory(*decode_inventory(rec))
-                elif op == "ev":
-                    self._record_event(rec["user"], rec["session"], rec["item"], rec["kind"])
-                elif op == "reload":
-                    if end <= self.reload_skip_until:
-                        continue
-                    self.reload_target = (end, rec)
-                    if self.on_reload is not None:
-                        self.on_reload(end, rec)
-                else:
-                    raise ValueError(f"unknown journal op {op!r}")
-                self.metrics.journal.inc(str(op))
-            except Exception:   # e.g. an item this bundle's catalog does not have: count it, apply the rest
-                self.metrics.errors.inc("journal")
-
-    def _sync_inventory(self, kind: str, key: str, value: float, ts: datetime | None, attrs: dict | None) -> None:
-        """Apply another worker's update. One this bundle cannot take (e.g. an item only the bundle this worker is
-        still loading has) is still logged, so `adopt` replays it after the swap; the error is counted (re-raised)."""
-        try:
-            self._apply_inventory(kind, key, value, ts, attrs)
-        except (KeyError, ValueError):
-            self._log_inventory(kind, key, value, ts, attrs)
-            raise
-
-    def publish_reload(self, new: Served, bundle: str) -> None:
-        """Adopt `new` (loaded by this worker) and, with a journal, tell the other workers to load it too."""
-        j = self.journal
-        if j is None:
-            self.adopt(new)
-            return
-        with j.locked():
-            self.sync()
-            self.adopt(new)
-            self.reload_skip_until = j.append({"op": "reload", "bundle": bundle, "version": new.version})
-            self.reload_target = None
-        self.publish_status()
-
-    def adopt_followed(self, end: int, new: Served) -> bool:
-        """Adopt a bundle another worker journaled at offset `end`, unless a later reload superseded it."""
-        self.sync()
-        if self.reload_target is None or self.reload_target[0] != end:
-            return False
-        self.adopt(new)
-        self.reload_skip_until, self.reload_target = end, None
-        self.publish_status()
-        return True
-
-    def publish_status(self) -> None:
-        """Write this worker's bundle version to the run directory (read by /admin/reload on any worker)."""
-        if self.run_dir is not None and self.journal is not None:
-            write_status(self.run_dir, self.worker_name, self.current.version, self.journal.offset)
-
-    def adopt(self, new: Served) -> None:
-        """Carry live state onto a freshly loaded bundle, then make it current (one reference assignment)."""
-        old = self.current
-        for kind, key, value, ts, attrs in self.inventory_log:
-            try:
-                new.state.apply_inventory(kind, key, value, ts, attrs)
-            except (KeyError, ValueError):
-                continue  # an item the new catalog does not have
-        new.pipeline.attrs = attrs_from_state(new.state)
-        new.pipeline.index_new_items([k for kind, k, *_ in self.inventory_log if kind == "new_item"])
-        new.state.session_history = old.state.session_history
-        new.state.user_history = old.state.user_history
-        self.current = new
-        old.bundle.close()

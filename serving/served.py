@@ -2,11 +2,13 @@
 
 `load_served` is the only way the server opens a bundle: `bundle.load_verified` (signature and every file's hash)
 first, then `Pipeline.load`, then a few warm-up requests so lazily built indexes do not land on the first users.
+`Pipeline.load` opens files by path, so it reads a private checked copy (an archive's extraction, or a folder
+bundle of at most `bundle_copy_max_bytes` copied); a larger folder bundle is re-hashed (`recheck`) and then read
+in place, and a writer of that folder can still change a file between the two (docs/BUNDLE.md, "Limits").
 """
 from __future__ import annotations
 
 import gc
-import hashlib
 import itertools
 import time
 from dataclasses import dataclass
@@ -41,6 +43,10 @@ class ServeConfig:
     inventory_log: int = 200_000       # live inventory updates kept to re-apply onto a reloaded bundle's state
     journal_poll_s: float = 0.05       # --workers N: an idle worker applies other workers' writes this often
     reload_wait_s: float = 120.0       # --workers N: /admin/reload waits this long for every worker to swap
+    max_sessions: int = 100_000        # session histories kept; the least recently written is dropped beyond
+    session_idle_s: float = 4 * 3600.0  # a session without an event for this long is forgotten (0: never)
+    max_users: int = 100_000           # live user histories kept (same rule; training histories are not affected)
+    bundle_copy_max_bytes: int = 1 << 30  # a folder bundle up to this size is loaded from a private checked copy
 
     def __post_init__(self) -> None:
         if not self.deadline_ms > 0:
@@ -55,6 +61,10 @@ class ServeConfig:
             raise ValueError("max_k must be in [1, 1000]; max_query_chars and max_id_chars >= 1")
         if self.journal_poll_s <= 0 or self.reload_wait_s < 0:
             raise ValueError("journal_poll_s must be > 0 and reload_wait_s >= 0")
+        if self.max_sessions < 1 or self.max_users < 1 or self.session_idle_s < 0:
+            raise ValueError("max_sessions and max_users must be >= 1 and session_idle_s >= 0")
+        if self.bundle_copy_max_bytes < 0:
+            raise ValueError(f"bundle_copy_max_bytes must be >= 0, got {self.bundle_copy_max_bytes}")
 
 
 @dataclass
@@ -73,18 +83,21 @@ class Served:
 
 
 def bundle_version(vb: VerifiedBundle) -> str:
-    """`<model id or policy id>@<first 12 hex of the manifest's SHA-256>`: unique per signed bundle."""
-    digest = hashlib.sha256((vb.path / "manifest.json").read_bytes()).hexdigest()[:12]
-    name = vb.model.get("model_id") or vb.manifest.doc.get("model", {}).get("model_id") or "model"
-    return f"{name}@{digest}"
+    """`<model id or policy id>@<first 12 hex of the manifest's SHA-256>`: unique per signed bundle. The digest is
+    of the manifest bytes that verified (never re-read from disk, where the file may have changed since)."""
+    name = vb.model.get("model_id") or "model"
+    return f"{name}@{vb.manifest_sha256[:12]}"
 
 
 def load_served(bundle_path: str | Path, public_key: Any, cfg: ServeConfig) -> Served:
     """Verify, then load. Raises BundleVerificationError (refused) or another exception (unloadable model)."""
-    vb = load_verified(bundle_path, public_key)
+    vb = load_verified(bundle_path, public_key, copy_max_bytes=cfg.bundle_copy_max_bytes)
     try:
-        vb.recheck()  # a folder bundle: make sure nothing changed between verification and loading
+        if not vb.temporary:
+            vb.recheck()  # a folder bundle read in place: re-hash just before loading (a window remains, see above)
         pipe = Pipeline.load(vb.path)
+        pipe.state.session_history.configure(cfg.max_sessions, cfg.session_idle_s or None)
+        pipe.state.user_history.configure(cfg.max_users)
         _warm(pipe)
     except BaseException:
         vb.close()

@@ -219,3 +219,61 @@ def test_deeply_nested_model_json_is_a_clean_export_error(tmp_path: Path, keys) 
     (model / "model.json").write_text("[" * 3000)
     with pytest.raises(BundleExportError, match="not valid JSON"):
         export_bundle(model, tmp_path / "b", keys.private_key)
+
+
+def test_manifest_provenance_is_read_from_the_bundled_model_json(tmp_path: Path, keys, monkeypatch) -> None:
+    """model.json rewritten while the export runs: the manifest's `model` describes the copy that was hashed."""
+    import recs.bundle.export as export_mod
+
+    model = make_model(tmp_path)
+    real_copy = export_mod._copy_hashing
+    rewritten: list[bool] = []
+
+    def copy(src: Path, dst: Path) -> tuple[int, str]:
+        if src.name != "model.json" and not rewritten:    # fallback/... is copied before model.json
+            doc = json.loads((model / "model.json").read_text())
+            (model / "model.json").write_text(json.dumps({**doc, "model_id": "rewritten"}))
+            rewritten.append(True)
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(export_mod, "_copy_hashing", copy)
+    export_bundle(model, tmp_path / "b", keys.private_key)
+    doc = json.loads((tmp_path / "b" / MANIFEST_NAME).read_bytes())
+    assert rewritten and json.loads((tmp_path / "b" / "model.json").read_text())["model_id"] == "rewritten"
+    assert doc["model"]["model_id"] == "rewritten"
+    assert check_bundle(tmp_path / "b", keys.public_key).ok
+
+
+def test_load_verified_copies_a_small_folder_bundle_and_checks_every_byte(tmp_path: Path, keys, monkeypatch) -> None:
+    """A folder bundle within `copy_max_bytes` is served from a private copy checked against the manifest, so a
+    file changed after verification is refused, never loaded."""
+    import hashlib
+
+    import recs.bundle.load as load_mod
+
+    model = make_model(tmp_path)
+    b = tmp_path / "b"
+    export_bundle(model, b, keys.private_key)
+    tmp_root = tmp_path / "tmproot"
+    tmp_root.mkdir()
+    with load_verified(b, keys.public_key, tmp_root=tmp_root, copy_max_bytes=10**6) as vb:
+        assert vb.temporary and vb.path.parent == tmp_root and vb.source == b
+        assert stat.S_IMODE(vb.path.stat().st_mode) == 0o700
+        for rel in [f.path for f in vb.manifest.files] + [MANIFEST_NAME, SIGNATURE_NAME]:
+            assert (vb.path / rel).read_bytes() == (b / rel).read_bytes()
+        assert vb.manifest_sha256 == hashlib.sha256((b / MANIFEST_NAME).read_bytes()).hexdigest()
+        vb.recheck()
+    assert not vb.path.exists() and (b / MANIFEST_NAME).is_file()
+    in_place = load_verified(b, keys.public_key, copy_max_bytes=10)     # larger than the bound: used in place
+    assert in_place.path == b and not in_place.temporary
+    real_verify = load_mod.verify_bundle
+
+    def verify_then_edit(*a, **k):
+        report = real_verify(*a, **k)
+        (b / "rerank.json").write_text('{"diversity": 0.9}')           # after verification, before the copy
+        return report
+
+    monkeypatch.setattr(load_mod, "verify_bundle", verify_then_edit)
+    with pytest.raises(BundleVerificationError, match="rerank.json changed after verification"):
+        load_verified(b, keys.public_key, tmp_root=tmp_root, copy_max_bytes=10**6)
+    assert not any(tmp_root.iterdir())

@@ -319,7 +319,49 @@ def test_nothing_is_unpickled_and_a_bad_bundle_is_never_opened(built, tmp_path, 
         load_served(bad, built["pub"], ServeConfig())
     assert opened == []
     served = load_served(built["bundle"], built["pub"], ServeConfig())
-    assert opened == [str(built["bundle"])] and len(served.state) > 0
+    # a small folder bundle is loaded from its private checked copy (docs/BUNDLE.md), not from the folder itself
+    assert opened == [str(served.bundle.path)] and served.bundle.temporary and len(served.state) > 0
+    in_place = load_served(built["bundle"], built["pub"], ServeConfig(bundle_copy_max_bytes=0))
+    assert opened[-1] == str(built["bundle"]) and not in_place.bundle.temporary
+
+
+def test_a_folder_bundle_changed_after_verification_is_not_what_loads(built, tmp_path, monkeypatch):
+    """Pipeline.load opens files by path: it reads the private copy checked against the manifest, so a file of the
+    folder bundle rewritten after verification (here: just before the load) does not reach the server."""
+    import json
+
+    from recs.models.pipeline import Pipeline
+
+    b = tmp_path / "b"
+    shutil.copytree(built["bundle"], b)
+    verified = json.loads((b / "fallback.json").read_text())
+    real_load = Pipeline.load.__func__
+
+    def edit_then_load(cls, d, *a, **k):
+        (b / "fallback.json").write_text('{"__global__": ["EVIL"]}')
+        return real_load(cls, d, *a, **k)
+
+    monkeypatch.setattr(Pipeline, "load", classmethod(edit_then_load))
+    served = load_served(b, built["pub"], ServeConfig())
+    assert served.pipeline.fallback == verified and served.bundle.path != b
+    served.bundle.close()
+    assert not served.bundle.path.exists()
+
+
+def test_session_histories_are_bounded_and_evictions_counted(built):
+    """Every new session id in POST /v1/events used to add a history that was never removed."""
+    cfg = ServeConfig(deadline_ms=10_000, shed_queue_ms=10_000, rank_skip_ms=0, max_sessions=5, max_users=3)
+    with _client(built, cfg) as c:
+        item = str(c.app.state.runtime.current.state.item_ids[0])
+        for j in range(50):
+            ev = {"session_id": f"s{j}", "item_id": item, "user_id": f"u{j}"}
+            assert c.post("/v1/events", json=ev).status_code == 200
+        st = c.app.state.runtime.current.state
+        assert len(st.session_history) == 5 and len(st.user_history) == 3 and "s0" not in st.session_history
+        lines = c.get("/metrics").text.splitlines()
+    assert 'recs_histories{history="session"} 5' in lines
+    assert 'recs_history_evictions_total{history="session",reason="capacity"} 45' in lines
+    assert 'recs_history_evictions_total{history="user",reason="capacity"} 47' in lines
 
 
 def test_reload_disabled_without_token(built):

@@ -1,4 +1,4 @@
-"""Unit tests of the server's cache and metrics (no model needed)."""
+"""Unit tests of the server's cache, metrics, settings and bundle version (no trained model needed)."""
 from __future__ import annotations
 
 import pytest
@@ -61,7 +61,31 @@ def test_metrics_render_escapes_labels():
 
 @pytest.mark.parametrize("kw", [{"deadline_ms": 0}, {"retrieve_share": 0}, {"shed_in_flight": 0},
                                 {"home_ttl_s": -1}, {"max_k": 0}, {"rank_skip_ms": -1},
-                                {"journal_poll_s": 0}])
+                                {"journal_poll_s": 0}, {"max_sessions": 0}, {"max_users": 0},
+                                {"session_idle_s": -1}, {"bundle_copy_max_bytes": -1}])
 def test_serve_config_validates(kw):
     with pytest.raises(ValueError):
         ServeConfig(**kw)
+
+
+def test_a_counter_read_at_scrape_time_renders_as_a_counter():
+    from recs.serving.metrics import Gauge
+
+    g = Gauge("x_evictions_total", "x", ("reason",), lambda: {("idle",): 3}, kind="counter")
+    assert list(g.render())[1:] == ["# TYPE x_evictions_total counter", 'x_evictions_total{reason="idle"} 3']
+
+
+def test_bundle_version_is_the_digest_of_the_manifest_bytes_that_verified(tmp_path):
+    """manifest.json replaced on disk after verification does not change the version the server reports."""
+    import hashlib
+
+    from recs.bundle import export_bundle, generate_keypair, load_verified
+    from recs.serving.served import bundle_version
+    from _bundle_fixtures import make_model
+
+    keys = generate_keypair(tmp_path / "keys")
+    export_bundle(make_model(tmp_path), tmp_path / "b", keys.private_key)
+    verified = (tmp_path / "b" / "manifest.json").read_bytes()
+    vb = load_verified(tmp_path / "b", keys.public_key)                 # in place
+    (tmp_path / "b" / "manifest.json").write_bytes(verified.replace(b'"files"', b'"files" '))
+    assert bundle_version(vb) == "model@" + hashlib.sha256(verified).hexdigest()[:12]
