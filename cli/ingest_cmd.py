@@ -19,6 +19,12 @@ def _render(reports) -> None:
         tot = rep.totals
         t.add_row("[bold]total[/]", *(str(tot[k]) for k in ("read", "accepted", "quarantined", "duplicates")))
         out.print(t)
+        for f in rep.files:
+            if f.ignored_columns:
+                out.print(f"ignored columns: {', '.join(f.ignored_columns)} ({f.file})", markup=False,
+                          highlight=False, soft_wrap=True)
+        for path, why in rep.skipped_files.items():
+            out.print(f"skipped: {path} ({why})", markup=False, highlight=False, soft_wrap=True)
         for reason, n in list(rep.reasons.items())[:10]:
             out.print(f"  quarantined {n:>8}  {reason}", highlight=False, soft_wrap=True)
         if rep.quarantine_file:

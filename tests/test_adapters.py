@@ -144,6 +144,31 @@ def test_recbole_compressed_files_are_ingested_and_unknown_files_reported(tmp_pa
     assert read_recbole(tmp_path / "b.inter.gz").height == 2
 
 
+def test_recbole_missing_key_inputs_are_reported_under_the_source_field(tmp_path):
+    """event_id is derived from user_id, item_id and timestamp: a row lacking one names it, not event_id."""
+    hdr = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    p = tmp_path / "a.inter"
+    p.write_text(hdr + "1\t10\t4\t\n\t20\t3\t891717742\n3\t\t5\t891717742\n3\t30\t5\tabc\n4\t40\t5\t891717742\n")
+    rep = ingest([p], tmp_path / "ds", IngestConfig(table="interactions", format="recbole"))
+    assert (rep.totals["accepted"], rep.totals["quarantined"]) == (1, 4)
+    q = pl.read_parquet(rep.quarantine_file).sort("_row")
+    assert q.select("_row", "_field", "_reason").rows() == [
+        (2, "timestamp:float", "required value is missing"), (3, "user_id:token", "required value is missing"),
+        (4, "item_id:token", "required value is missing"),
+        (5, "ts", "expected a timestamp (ISO 8601 with offset, YYYYMMDD[HHMMSS], or epoch seconds/ms/us)")]
+    assert "event_id: required value is missing" not in rep.reasons
+    with pytest.raises(IngestError, match=r"a.inter:2: timestamp:float: required value is missing"):
+        read_recbole(p)
+
+
+def test_sessions_missing_key_inputs_are_reported_under_the_source_field(tmp_path):
+    p = tmp_path / "views.csv"
+    p.write_text("session_id;user_id;item_id;timeframe;eventdate\n;NA;5;100;2016-05-09\n1;NA;5;;2016-05-09\n")
+    rep = ingest([p], tmp_path / "ds", IngestConfig(table="interactions", format="sessions"))
+    q = pl.read_parquet(rep.quarantine_file).sort("_row")
+    assert q.select("_row", "_field").rows() == [(2, "session_id"), (3, "timeframe")]
+
+
 def test_recbole_bad_header(tmp_path):
     p = tmp_path / "x.inter"
     p.write_text("user_id\titem_id\n1\t2\n")

@@ -49,6 +49,17 @@ def test_cli_recbole_reports_each_table(tmp_path):
     assert [x["table"] for x in reps] == ["interactions", "catalog"]
 
 
+def test_cli_text_output_lists_skipped_files_and_ignored_columns(tmp_path):
+    (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\tmood:token\n"
+                                        "1\t10\t881250949\tok\n")
+    (tmp_path / "notes.txt").write_text("not an atomic file\n")
+    r = runner.invoke(app, ["ingest", "--table", "interactions", "--format", "recbole", "--out",
+                            str(tmp_path / "ds"), str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"skipped: {tmp_path / 'notes.txt'} (not a RecBole atomic file" in r.output
+    assert f"ignored columns: mood ({tmp_path / 'toy.inter'})" in r.output
+
+
 def test_cli_max_memory(tmp_path):
     src = write_csv(tmp_path / "a.csv", [imp_row(i) for i in range(5)])
     base = ["ingest", "--table", "impressions", "--out", str(tmp_path / "ds"), "--json"]

@@ -17,7 +17,7 @@ import polars as pl
 
 from recs.datasets.adapters._common import or_raw, read_validated, require_columns, scanned
 from recs.datasets.ingest.config import IngestConfig
-from recs.datasets.ingest.readers import Source, scan_csv_raw
+from recs.datasets.ingest.readers import SRC_FIELD, SRC_REASON, Source, scan_csv_raw
 from recs.datasets.ingest.scan import Scanned
 
 OBD_COLUMNS = ["timestamp", "item_id", "position", "click", "propensity_score"]
@@ -60,7 +60,7 @@ def scan_obd(src: Source, cfg: IngestConfig) -> Scanned:
         pl.col("propensity_score").alias("propensity"),
         pl.lit(_policy_id(src.path, cfg.obd_policy_id)).alias("policy_id"),
         pl.col("click").alias("clicked"),
-        pl.col("_row"),
+        pl.col("_row"), pl.col(SRC_FIELD), pl.col(SRC_REASON),
     )
     return scanned(out, "impressions", ignored)
 

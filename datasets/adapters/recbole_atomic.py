@@ -20,9 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from recs.datasets.adapters._common import read_validated, require_columns, scanned
+from recs.datasets.adapters._common import read_validated, rejected, require_columns, scanned
 from recs.datasets.ingest.config import IngestConfig, IngestError
-from recs.datasets.ingest.readers import COMPRESSED_SUFFIXES, ROW, Source, logical_suffix, read_header, scan_csv_raw
+from recs.datasets.ingest.readers import (COMPRESSED_SUFFIXES, ROW, SRC_FIELD, SRC_REASON, Source, logical_suffix,
+                                          read_header, scan_csv_raw)
 from recs.datasets.ingest.scan import Scanned
 
 SUFFIX_TABLE = {".inter": "interactions", ".item": "catalog", ".user": "users"}
@@ -57,9 +58,11 @@ def parse_header(path: Path, label: Path | None = None) -> tuple[list[str], list
     return names, types
 
 
-def _scan(src: Source) -> tuple[pl.LazyFrame, list[str]]:
-    names, _ = parse_header(src.local, src.path)
-    return scan_csv_raw(src, separator="\t", names=names)
+def _scan(src: Source) -> tuple[pl.LazyFrame, list[str], dict[str, str]]:
+    """The raw frame, its field names and each field's header cell (`timestamp` -> `timestamp:float`)."""
+    names, types = parse_header(src.local, src.path)
+    lf, present = scan_csv_raw(src, separator="\t", names=names)
+    return lf, present, {n: f"{n}:{t}" for n, t in zip(names, types)}
 
 
 def _first(present: list[str], options: tuple[str, ...]) -> str | None:
@@ -67,7 +70,7 @@ def _first(present: list[str], options: tuple[str, ...]) -> str | None:
 
 
 def _scan_inter(src: Source, cfg: IngestConfig) -> Scanned:
-    lf, present = _scan(src)
+    lf, present, cells = _scan(src)
     require_columns(src, present, ["user_id", "item_id", "timestamp"], "RecBole .inter")
     stem = cfg.source_name or src.path.name.split(".")[0]
     secs = pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
@@ -84,13 +87,15 @@ def _scan_inter(src: Source, cfg: IngestConfig) -> Scanned:
         pl.lit(None, pl.Utf8).alias("request_id"),
         value.alias("value"),
         pl.col(ROW),
+        # a row lacking an input of event_id is reported under that field (`timestamp:float`), not event_id
+        *rejected(*((c, cells[c]) for c in present if c in ("user_id", "item_id", "timestamp"))),
     )
     used = {"user_id", "item_id", "timestamp", "rating"}
     return scanned(out, "interactions", [c for c in present if c not in used])
 
 
 def _scan_item(src: Source, cfg: IngestConfig) -> Scanned:
-    lf, present = _scan(src)
+    lf, present, _ = _scan(src)
     require_columns(src, present, ["item_id"], "RecBole .item")
     title = _first(present, ("movie_title", "title", "name"))
     cls = _first(present, ("class", "genre", "genres", "categories", "category"))
@@ -107,26 +112,28 @@ def _scan_item(src: Source, cfg: IngestConfig) -> Scanned:
         pl.lit("1").alias("stock"),
         pl.lit("false").alias("restricted"),
         pl.coalesce(pl.concat_str(year, pl.lit("-01-01T00:00:00Z")), pl.lit(EPOCH_DATE)).alias("created_at"),
-        pl.col(ROW),
+        pl.col(ROW), pl.col(SRC_FIELD), pl.col(SRC_REASON),
     )
     used = {"item_id", title, cls, "release_year", "price"}
     return scanned(out, "catalog", [c for c in present if c not in used])
 
 
 def _scan_user(src: Source, cfg: IngestConfig) -> Scanned:
-    lf, present = _scan(src)
+    lf, present, _ = _scan(src)
     require_columns(src, present, ["user_id"], "RecBole .user")
     created = pl.lit(EPOCH_DATE)
     inter = sibling(src.path, ".inter", compressed=False)  # read here as is: a plain file only
     if inter is not None:
         names, _ = parse_header(inter)
         if "timestamp" in names and "user_id" in names:
-            first = (pl.scan_csv(inter, separator="\t", infer_schema=False, new_columns=names, quote_char=None)
+            # (a ragged record of the .inter file is quarantined by its own ingest: here its first fields do)
+            first = (pl.scan_csv(inter, separator="\t", infer_schema=False, new_columns=names, quote_char=None,
+                                 truncate_ragged_lines=True)
                      .group_by("user_id").agg(pl.col("timestamp").cast(pl.Float64, strict=False).min()
                                               .alias("_first")))
             lf = lf.join(first, on="user_id", how="left", maintain_order="left")
             created = pl.coalesce(pl.col("_first").cast(pl.Int64).cast(pl.Utf8), pl.lit(EPOCH_DATE))
-    out = lf.select(pl.col("user_id"), created.alias("created_at"), pl.col(ROW))
+    out = lf.select(pl.col("user_id"), created.alias("created_at"), pl.col(ROW), pl.col(SRC_FIELD), pl.col(SRC_REASON))
     return scanned(out, "users", [c for c in present if c != "user_id"])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recs.datasets.adapters._common import or_raw, read_validated, require_columns, scanned
+from recs.datasets.adapters._common import or_raw, read_validated, rejected, require_columns, scanned
 from recs.datasets.ingest.config import IngestConfig
 from recs.datasets.ingest.readers import ROW, Source, scan_csv_raw
 from recs.datasets.ingest.scan import Scanned
@@ -29,7 +29,7 @@ def scan_sessions(src: Source, cfg: IngestConfig) -> Scanned:
     stem = cfg.source_name or src.path.name.split(".")[0]
     if "ts" in present:
         ts = pl.col("ts")
-        tkey = pl.col("ts")
+        tkey = "ts"
     else:
         require_columns(src, present, ["timeframe", "eventdate"], "sessions")
         day = pl.col("eventdate").str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
@@ -37,11 +37,12 @@ def scan_sessions(src: Source, cfg: IngestConfig) -> Scanned:
         parsed = (day.cast(pl.Datetime("ms")) + pl.duration(milliseconds=ms)).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         ts = or_raw(parsed, pl.concat_str(pl.col("eventdate"), pl.lit(" + "), pl.col("timeframe"),
                                           pl.lit(" ms"), ignore_nulls=True))
-        tkey = pl.col("timeframe")
+        tkey = "timeframe"
     user = pl.col("user_id") if "user_id" in present else pl.lit(None, pl.Utf8)
     user = pl.when(user.str.strip_chars().is_in(ANONYMOUS_USER)).then(None).otherwise(user)
     out = lf.select(
-        pl.concat_str(pl.lit(stem), pl.col("session_id"), pl.col("item_id"), tkey, separator=":").alias("event_id"),
+        pl.concat_str(pl.lit(stem), pl.col("session_id"), pl.col("item_id"), pl.col(tkey), separator=":")
+        .alias("event_id"),
         ts.alias("ts"),
         user.alias("user_id"),
         pl.col("session_id"),
@@ -50,6 +51,7 @@ def scan_sessions(src: Source, cfg: IngestConfig) -> Scanned:
         pl.lit(None, pl.Utf8).alias("request_id"),
         pl.lit(None, pl.Utf8).alias("value"),
         pl.col(ROW),
+        *rejected(*((c, c) for c in present if c in ("session_id", "item_id", tkey))),  # the inputs of event_id
     )
     used = {"session_id", "user_id", "item_id", "timeframe", "eventdate", "ts"}
     return scanned(out, "interactions", [c for c in present if c not in used])

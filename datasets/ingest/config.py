@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recs.datasets.schemas import TABLES
@@ -19,6 +19,13 @@ PARTITIONED_TABLES = ("impressions", "interactions", "queries", "inventory_event
 BASE_MEMORY = 320 << 20
 MIN_MEMORY = 384 << 20
 ROW_BYTES = 1200
+
+# Epoch numbers are read as timestamps only when they fall in `IngestConfig.epoch_range` (else quarantined). The
+# range may not leave [1e14, 1e16) microseconds (1973-03-03T09:46:40Z .. 2286-11-20T17:46:40Z): inside it the
+# unit read off the magnitude (< 1e11 seconds, < 1e14 ms, else us) is the only one that lands in range, and no
+# all-digit 8- or 14-character text (a compact `YYYYMMDD[HHMMSS]` date) can be a plausible epoch number.
+EPOCH_RANGE = ("1990-01-01", "2100-01-01")
+EPOCH_LIMITS_US = (10**14, 10**16)
 
 
 def _sizes(budget: int | None, batch_rows: int | None, writer_bytes: int | None, resolve_rows: int | None
@@ -37,6 +44,22 @@ def _sizes(budget: int | None, batch_rows: int | None, writer_bytes: int | None,
                  int(min(32 << 20, max(4 << 20, free // 6))),
                  int(max(10_000, free // (2 * ROW_BYTES))))
     return (batch_rows or sizes[0], writer_bytes or sizes[1], resolve_rows or sizes[2])
+
+
+def epoch_bounds(span: tuple[str, str]) -> tuple[int, int]:
+    """[start, end) microseconds of an `epoch_range`; a ValueError naming the field if it is not usable."""
+    try:
+        lo, hi = (datetime.fromisoformat(str(t).replace("Z", "+00:00")) for t in span)
+    except (TypeError, ValueError):
+        raise ValueError(f"epoch_range must be two ISO dates or times, got {span!r}") from None
+    lo, hi = ((t if t.tzinfo else t.replace(tzinfo=timezone.utc)) for t in (lo, hi))
+    zero = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    us = tuple((t - zero) // timedelta(microseconds=1) for t in (lo, hi))
+    first, last = EPOCH_LIMITS_US
+    if not first <= us[0] < us[1] <= last:
+        raise ValueError(f"epoch_range must be a non-empty span within 1973-03-04 .. 2286-11-20, got {span!r} "
+                         "(outside it an epoch number's unit, or a compact YYYYMMDD date, would be ambiguous)")
+    return us
 
 
 class IngestError(Exception):
@@ -82,6 +105,8 @@ class IngestConfig:
     `obd_policy_id`: policy id given to Open Bandit rows (default: `obd:<behavior policy from the path>`).
     `obd_request_grouping`: `row` (each row its own request) or `timestamp` (rows sharing a timestamp are one slate).
     `interaction_kind`: kind given to RecBole / session interactions (`click`, `add_to_cart` or `purchase`).
+    `epoch_range`: [start, end) of the times an epoch number may denote (ISO dates or times, UTC unless they carry
+    an offset); a number outside it in seconds, ms and us alike is quarantined (`EPOCH_RANGE`, `EPOCH_LIMITS_US`).
     `side_tables`: with `--format recbole --table interactions`, also ingest sibling `.item` / `.user` files.
     """
 
@@ -100,6 +125,7 @@ class IngestConfig:
     obd_request_grouping: str = "row"
     interaction_kind: str = "click"
     side_tables: bool = True
+    epoch_range: tuple[str, str] = EPOCH_RANGE
 
     def __post_init__(self) -> None:
         if self.table not in TABLES:
@@ -126,8 +152,14 @@ class IngestConfig:
         for name in ("batch_rows", "writer_buffer_bytes", "resolve_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        epoch_bounds(self.epoch_range)
         self.batch_rows, self.writer_buffer_bytes, self.resolve_rows = _sizes(
             self.max_memory, self.batch_rows, self.writer_buffer_bytes, self.resolve_rows)
+
+    @property
+    def epoch_bounds_us(self) -> tuple[int, int]:
+        """`epoch_range` as [start, end) microseconds since 1970-01-01 UTC."""
+        return epoch_bounds(self.epoch_range)
 
     @property
     def partitioned(self) -> bool:

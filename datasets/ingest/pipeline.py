@@ -70,8 +70,9 @@ def _first_line(e: BaseException) -> str:
 
 
 class _ReadAgain(Exception):
-    """File `index` (JSON Lines) must be read again with the reader `mode`: `lines` when polars' fast reader met
-    blank lines (its row numbers would be off), `repair` when a line is not JSON."""
+    """File `index` must be read again with the reader `mode`: `lines` when polars' fast JSON Lines reader met
+    blank lines (its row numbers would be off), `repair` when polars cannot read a line of a JSON Lines or CSV
+    file (not JSON, a number beyond the float range, a CSV record with too many fields...): `repair.py`."""
 
     def __init__(self, index: int, mode: str) -> None:
         super().__init__(index, mode)
@@ -98,12 +99,13 @@ class _Run:
         mode = self.modes.get(i, "fast")
         try:
             sc = scan_source(src, self.cfg, self.staging, i, mode)
-            v = with_validation(sc.lf, self.cfg.table, self.columns, self.cfg.assume_timezone, fast=fast)
+            v = with_validation(sc.lf, self.cfg.table, self.columns, self.cfg.assume_timezone, fast=fast,
+                                epochs=self.cfg.epoch_bounds_us)
             return fn(sc, v)
         except IngestError:
             raise
         except pl.exceptions.PolarsError as e:
-            if src.kind == "jsonl" and self.cfg.format == "canonical" and mode != "repair":
+            if src.kind in ("jsonl", "csv") and mode != "repair":
                 raise _ReadAgain(i, "repair") from None
             raise IngestError(f"{src.path}: unreadable {src.kind} input ({_first_line(e)})") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -121,8 +123,8 @@ class _Run:
         except _ReadAgain as e:
             self.modes[i] = e.mode
             sc, bad = self._attempt(src, i, first_bad)
-        first = [(r[ROW], "(line)", r["_reason"]) for r in (sc.bad_lines.head(1).to_dicts()
-                                                             if sc.bad_lines is not None else [])]
+        first = [(r[ROW], r[FIELD], r["_reason"]) for r in (sc.bad_lines.head(1).to_dicts()
+                                                            if sc.bad_lines is not None else [])]
         first += [(r[ROW], r[FIELD], r[REASON]) for r in bad.to_dicts()]
         if first:
             row, fld, why = min(first, key=lambda t: t[0])
@@ -156,7 +158,7 @@ class _Run:
             sink = BatchSink(self.index, self.writer, typed_sel, i, self.staging / "suspect", self.cfg.batch_rows)
             try:
                 for batch in v.collect_batches(chunk_size=self.cfg.batch_rows, engine="streaming"):
-                    batch = revalidate(batch, table, self.columns, self.cfg.assume_timezone)
+                    batch = revalidate(batch, table, self.columns, self.cfg.assume_timezone, self.cfg.epoch_bounds_us)
                     n_streamed += batch.height
                     ok = batch[REASON].is_null().to_numpy()
                     n_ok = int(ok.sum())
@@ -178,17 +180,19 @@ class _Run:
 
         sc, n_read, n_bad, n_new = self._attempt(src, i, go, fast=True)
         if sc.bad_lines is not None and sc.bad_lines.height:
+            have = sc.bad_lines.columns
             sc.bad_lines.select(
-                *(pl.lit(None, pl.Utf8).alias(c) for c in self.columns), pl.lit(str(src.path)).alias("_source_file"),
-                pl.col(ROW), pl.lit("(line)").alias(FIELD), pl.col("_reason").alias(REASON),
+                *(pl.col(c) if c in have else pl.lit(None, pl.Utf8).alias(c) for c in self.columns),
+                pl.lit(str(src.path)).alias("_source_file"), pl.col(ROW), pl.col(FIELD),
+                pl.col("_reason").alias(REASON),
             ).write_parquet(self.staging / "bad" / f"{i:06d}-99999.parquet")
             n_bad += sc.bad_lines.height
         return FileCounts(str(src.path), src.kind, src.compression, read=n_read, quarantined=n_bad,
                           accepted=n_new, ignored_columns=sc.ignored_columns)
 
     def _stage_all(self, sources: list[Source]) -> list[FileCounts]:
-        """Stage every file; a JSON Lines file its fast reader cannot number or decode restarts the pass with that
-        file on a slower reader (`_ReadAgain`), so no row is counted twice."""
+        """Stage every file; a JSON Lines file its fast reader cannot number or decode, or a CSV file polars cannot
+        parse, restarts the pass with that file on a slower reader (`_ReadAgain`), so no row is counted twice."""
         restarts = 0
         while True:
             self._reset()

@@ -2,8 +2,9 @@
 
 Every scan is a polars LazyFrame with a `_row` column: the 1-based line number of the row in the file for CSV
 (the header is line 1) and JSON Lines, the 1-based row number for Parquet. CSV and JSON values arrive as strings;
-casting and checking is left to `validate.py`. Compressed inputs are decompressed by streaming into the run's
-staging folder first, so memory stays bounded whatever the file size.
+casting and checking is left to `validate.py`. A CSV scan also has `_src_field` / `_src_reason`, set for a record
+the reader rejected (only in repair mode: `repair.py`). Compressed inputs are decompressed by streaming into the
+run's staging folder first, so memory stays bounded whatever the file size.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from recs.datasets.ingest.config import IngestError
+from recs.datasets.ingest.repair import repair_csv, repair_jsonl
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -27,6 +29,8 @@ _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".inter", ".item", ".user")
 _CHUNK = 1 << 20
 ROW = "_row"
+# A row rejected before validation (a ragged CSV record; an adapter's missing source column): its field and reason.
+SRC_FIELD, SRC_REASON = "_src_field", "_src_reason"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Source:
     local: Path
     kind: str  # csv | jsonl | parquet
     compression: str | None  # gzip | zstd | None
+    repair_to: Path | None = None  # CSV: read record by record into this staged copy (`repair.repair_csv`)
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -165,12 +170,20 @@ def scan_csv_raw(src: Source, separator: str | None = None, names: list[str] | N
         if c == "" and i > 0:
             raise IngestError(f"{src.path}: header column {i + 1} has no name")
     cols = [c if c else "_index" for c in cols]
+    if src.repair_to is not None:  # polars could not read the file: Python's csv module numbers its bad records
+        repair_csv(src.local, src.repair_to, sep, len(cols))
+        lf = pl.scan_csv(
+            src.repair_to, has_header=False, schema={c: pl.Utf8 for c in (ROW, SRC_FIELD, SRC_REASON, *cols)},
+            empty_string_is_null=True, null_values=None, raise_if_empty=False, missing_columns="insert",
+        )
+        return lf.select(*cols, pl.col(ROW).cast(pl.Int64), SRC_FIELD, SRC_REASON), cols
     lf = pl.scan_csv(
         src.local, separator=sep, infer_schema=False, new_columns=cols, row_index_name=ROW,
         row_index_offset=2, empty_string_is_null=True, null_values=None, raise_if_empty=False,
         missing_columns="insert", extra_columns="raise",
     )
-    return lf.with_columns(pl.col(ROW).cast(pl.Int64)), cols
+    return lf.with_columns(pl.col(ROW).cast(pl.Int64), pl.lit(None, pl.Utf8).alias(SRC_FIELD),
+                           pl.lit(None, pl.Utf8).alias(SRC_REASON)), cols
 
 
 def scan_parquet_raw(src: Source) -> tuple[pl.LazyFrame, list[str]]:
@@ -222,19 +235,21 @@ def _line_count(src: Source, nonblank: bool) -> pl.LazyFrame:
 
 def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, mode: str = "fast"
                    ) -> tuple[pl.LazyFrame, pl.DataFrame, pl.LazyFrame]:
-    """Values of `columns` as strings plus `_row`; the lines that are not JSON objects (`_row`, `_reason`); and
-    the file's number of records, counted apart from the JSON decoder.
+    """Values of `columns` as strings plus `_row`; the lines that are not JSON objects polars can decode (`_row`,
+    `_field`, `_reason`, the values of `columns` as text); and the file's number of records, counted apart from
+    the JSON decoder.
 
     `mode`: `fast` (polars' NDJSON reader; it skips blank lines, so its row numbers are line numbers only when
     there are none: the count is then all lines, and a caller that streams fewer rows than that must read again
     with `lines`), `lines` (the file read line by line by polars, blank lines skipped but numbered; fails on a
-    broken line like `fast`) or `repair` (Python reads the file line by line, records the broken lines and
-    blanks them in a staged copy, which `lines` then reads).
+    broken line like `fast`) or `repair` (Python reads the file line by line, records the broken lines, and those
+    polars' decoder fails on, and blanks them in a staged copy, which `lines` then reads: `repair.repair_jsonl`).
     """
     if mode not in JSONL_MODES:
         raise ValueError(f"unknown JSON Lines mode {mode!r}")
     dtype = pl.Struct({c: pl.Utf8 for c in columns})
-    no_bad = pl.DataFrame(schema={ROW: pl.Int64, "_reason": pl.Utf8})
+    no_bad = pl.DataFrame(schema={ROW: pl.Int64, "_field": pl.Utf8, "_reason": pl.Utf8,
+                                  **{c: pl.Utf8 for c in columns}})
 
     def decoded(s: Source) -> pl.LazyFrame:
         return (_lines(s).filter(pl.col("_line").str.strip_chars() != "")
@@ -246,22 +261,7 @@ def scan_jsonl_raw(src: Source, columns: list[str], staging: Path, index: int, m
         return lf.with_columns(pl.col(ROW).cast(pl.Int64)), no_bad, _line_count(src, nonblank=False)
     if mode == "lines":
         return decoded(src), no_bad, _line_count(src, nonblank=True)
-    bad_rows: list[int] = []
-    bad_reasons: list[str] = []
     clean = staging / f"clean-{index:05d}.jsonl"
-    with open(src.local, "rb") as fh, open(clean, "wb") as out:
-        for n, raw in enumerate(fh, start=1):
-            text = raw.strip()
-            if text:
-                try:
-                    obj = json.loads(text)
-                    if not isinstance(obj, dict):
-                        raise ValueError(f"line is a JSON {type(obj).__name__}, not an object")
-                except ValueError as e:
-                    bad_rows.append(n)
-                    bad_reasons.append(f"invalid JSON: {str(e).splitlines()[0]}")
-                    raw = b"\n"
-            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    bad = pl.DataFrame({ROW: bad_rows, "_reason": bad_reasons}, schema={ROW: pl.Int64, "_reason": pl.Utf8})
+    bad = repair_jsonl(src.local, clean, columns)
     local = Source(src.path, clean, "jsonl", src.compression)
     return decoded(local), bad, _line_count(local, nonblank=True).select(pl.col("n") + bad.height)
