@@ -132,6 +132,9 @@ class OnlineState:
                 self.blocked_from_us[sid] = to_us(bf)
         self.user_history = RecentHistories(max_users)
         self.session_history = RecentHistories(max_sessions, session_idle_s)
+        # live purchases apart from the 50-event history, so later clicks do not push them out of the
+        # "already purchased" filter (`Pipeline.purchased`); bounded like the histories
+        self.user_purchases = RecentHistories(max_users)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -256,6 +259,8 @@ class OnlineState:
             self.session_history.append(session_id, (item_id, kind))
             if user_id is not None:
                 self.user_history.append(user_id, (item_id, kind))
+                if kind == "purchase":
+                    self.user_purchases.append(user_id, (item_id, kind))
 
     def recent_items(self, user_id: str | None, session_id: str | None, n: int = 20) -> list[str]:
         """Most recent items of the session, then of the user, newest last, without repeats."""

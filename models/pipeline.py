@@ -47,8 +47,10 @@ class Pipeline:
                  state: OnlineState, histories: dict[str, tuple[str, ...]], blend: BlendConfig = BlendConfig(),
                  rerank_cfg: RerankConfig = RerankConfig(), policy_id: str = "pipeline",
                  fallback: dict[str, list[str]] | None = None, cold_ranker: Ranker | None = None,
-                 tree_surfaces: tuple[str, ...] = SURFACES) -> None:
+                 tree_surfaces: tuple[str, ...] = SURFACES, purchases: dict[str, frozenset[str]] | None = None
+                 ) -> None:
         self.retrievers, self.ranker, self.snapshot, self.state = retrievers, ranker, snapshot, state
+        self.purchases = purchases or {}   # items each user bought before the cut-off (`purchased`)
         self.cold_ranker = cold_ranker   # for context-free visitors (see `is_context_free`); None: `ranker` for all
         # surfaces where the personal ranker's trees are used; elsewhere its base score alone (`BaseScore`)
         self.tree_surfaces = tuple(tree_surfaces)
@@ -68,6 +70,15 @@ class Pipeline:
         past = self.histories.get(user_id, ())
         live = tuple(i for i, _ in self.state.user_history.get(user_id, ()))
         return (past + live)[-HISTORY_LEN:]
+
+    def purchased(self, user_id: str | None) -> frozenset[str]:
+        """Items the user bought: before the model's cut-off (saved with it) and since (the state's live purchases,
+        kept apart from the 50-event history so later clicks cannot push them out): the "already purchased" filter."""
+        if user_id is None:
+            return frozenset()
+        live = self.state.user_purchases.get(user_id)
+        past = self.purchases.get(user_id, frozenset())
+        return past | frozenset(i for i, _ in live) if live else past
 
     def retrieve(self, request: Request, sources: Sequence[str] | None = None, live: bool = True
                  ) -> list[Candidates]:
@@ -229,8 +240,7 @@ class Pipeline:
             scores = self.score(request, ids, feats, use_ranker and not over)
             t0 = times.add("rank", t0)
             stages.append("rank" if (self.ranker is not None and use_ranker and not over) else "retrieval_order")
-        purchased = frozenset(i for i, kind in self.state.user_history.get(request.user_id, ())
-                              if kind == "purchase") if request.user_id else frozenset()
+        purchased = self.purchased(request.user_id)
         cfg = self.rerank_cfg.for_surface(request.surface)
         out_ids, out_sc = rerank(ids, scores, self.state, request.ts, k, cfg, purchased,
                                  self.rows_of(ids) if not fallback else None)
@@ -296,7 +306,7 @@ class Pipeline:
     def load(cls, model_dir: str | Path, state: OnlineState | None = None) -> "Pipeline":
         """Load a model folder written by `recs train` (plain files only: JSON, Parquet, .npy, faiss, LightGBM)."""
         from recs.models.registry import load_retriever
-        from recs.models.state_files import load_histories, load_state
+        from recs.models.state_files import load_histories, load_purchases, load_state
 
         d = Path(model_dir)
         meta_file = d / "model.json"
@@ -318,6 +328,6 @@ class Pipeline:
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
         trees = tuple(meta.get("ranker", {}).get("tree_surfaces", SURFACES))   # older models: trees everywhere
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
-                   meta.get("policy_id", "pipeline"), fallback, cold, trees)
+                   meta.get("policy_id", "pipeline"), fallback, cold, trees, load_purchases(d / "state"))
 
 

@@ -30,17 +30,35 @@ def histories_frame(interactions: pl.DataFrame, as_of: datetime) -> pl.DataFrame
     return pos.group_by("user_id", maintain_order=True).agg(pl.col("item_id").tail(HISTORY_LEN).alias("items"))
 
 
-def save_state(path: Path, catalog: pl.DataFrame, sellers: pl.DataFrame | None, histories: pl.DataFrame) -> None:
+def purchases_frame(interactions: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Every item each logged-in user purchased before `as_of` (the "already purchased" filter's memory)."""
+    buys = interactions.filter((pl.col("ts") < as_of) & pl.col("user_id").is_not_null()
+                               & (pl.col("kind") == "purchase"))
+    return buys.group_by("user_id").agg(pl.col("item_id").unique().sort().alias("items")).sort("user_id")
+
+
+def save_state(path: Path, catalog: pl.DataFrame, sellers: pl.DataFrame | None, histories: pl.DataFrame,
+               purchases: pl.DataFrame | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
     catalog.write_parquet(path / "catalog.parquet")
     if sellers is not None:
         sellers.write_parquet(path / "sellers.parquet")
     histories.write_parquet(path / "histories.parquet")
+    if purchases is not None:
+        purchases.write_parquet(path / "purchases.parquet")
 
 
 def load_state(path: Path) -> OnlineState:
     sellers = pl.read_parquet(path / "sellers.parquet") if (path / "sellers.parquet").is_file() else None
     return OnlineState(pl.read_parquet(path / "catalog.parquet"), sellers)
+
+
+def load_purchases(path: Path) -> dict[str, frozenset[str]]:
+    """Each user's items purchased before the model's cut-off ({} for models saved without them)."""
+    f = path / "purchases.parquet"
+    if not f.is_file():
+        return {}
+    return {u: frozenset(items) for u, items in pl.read_parquet(f).iter_rows()}
 
 
 def load_histories(path: Path) -> dict[str, tuple[str, ...]]:

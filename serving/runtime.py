@@ -250,8 +250,7 @@ class Runtime(LiveWrites):
     def _purchased(self, served: Served, req: Request) -> frozenset[str]:
         if req.user_id is None:
             return frozenset()
-        hist = served.state.user_history.get(req.user_id, ())
-        return frozenset(i for i, kind in hist if kind == "purchase")
+        return served.pipeline.purchased(req.user_id)
 
     def _stage(self, name: str, t0: float) -> float:
         now = time.perf_counter()

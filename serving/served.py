@@ -98,6 +98,7 @@ def load_served(bundle_path: str | Path, public_key: Any, cfg: ServeConfig) -> S
         pipe = Pipeline.load(vb.path)
         pipe.state.session_history.configure(cfg.max_sessions, cfg.session_idle_s or None)
         pipe.state.user_history.configure(cfg.max_users)
+        pipe.state.user_purchases.configure(cfg.max_users)
         _warm(pipe)
     except BaseException:
         vb.close()

@@ -228,6 +228,7 @@ class LiveWrites:
         new.pipeline.index_new_items([k for kind, k, *_ in self.inventory_log if kind == "new_item"])
         new.state.session_history = old.state.session_history
         new.state.user_history = old.state.user_history
+        new.state.user_purchases = old.state.user_purchases
 
     def _swap(self, new: Served) -> None:
         old = self.current

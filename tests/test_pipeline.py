@@ -381,3 +381,27 @@ def test_the_pipeline_gives_new_items_the_last_slot(trained, tmp_path):
     del m["rerank"]["new_item_share"]
     (legacy / "model.json").write_text(json.dumps(m))
     assert Pipeline.load(legacy, state=world.state).rerank_cfg.new_item_share == 0.0
+
+
+def test_already_purchased_items_stay_filtered_from_training_and_live_purchases(trained):
+    """Purchases before the cut-off come with the model; a live purchase is not pushed out by later clicks."""
+    from recs.datasets.io import read_table
+    from recs.models.state_files import purchases_frame
+
+    ds, model, meta = trained
+    world = World.load(ds)
+    pipe = Pipeline.load(model, state=world.state)
+    cut = datetime.fromisoformat(meta["holdout"]["start"])
+    saved = purchases_frame(read_table(ds, "interactions"), cut)
+    assert saved.height > 0 and pipe.purchases == {u: frozenset(i) for u, i in saved.iter_rows()}
+    req = [r for r in world.sample_requests(80, 9) if r.user_id is not None and r.surface == "home"][0]
+    pipe.purchases = {}
+    first = pipe.rank(req, 10).item_ids
+    pipe.purchases = {req.user_id: frozenset({first[0]})}            # bought before the cut-off
+    assert first[0] not in pipe.rank(req, 10).item_ids
+    pipe.purchases = {}
+    world.state.record_event(req.user_id, "s-live", first[1], "purchase")
+    for j in range(60):                                               # more than a history holds
+        world.state.record_event(req.user_id, "s-live", first[2 + j % 5], "click")
+    assert first[1] not in pipe.rank(req, 10).item_ids
+    assert first[1] not in [i for i, _ in world.state.user_history.get(req.user_id, ())]   # pushed out there
