@@ -115,7 +115,8 @@ def build_rows(labels: pl.DataFrame, requests: dict[str, Request], pipeline_like
 
 
 def split_by_time(req_ts: dict[str, datetime], valid_share: float = 0.2) -> tuple[set[str], set[str]]:
-    """The latest `valid_share` of requests by time for validation, the rest for training."""
-    ordered = sorted(req_ts, key=lambda r: req_ts[r])
+    """The latest `valid_share` of requests by time for validation, the rest for training; requests at the same
+    time are ordered by id, so the split does not depend on the order of `req_ts`."""
+    ordered = sorted(req_ts, key=lambda r: (req_ts[r], r))
     cut = int(len(ordered) * (1 - valid_share))
     return set(ordered[:cut]), set(ordered[cut:])

@@ -184,3 +184,23 @@ def test_a_growing_state_extends_the_cached_arrays_like_a_fresh_build(fitted):
     assert np.array_equal(cm.score_rows(req, (), state, None), grown)
     assert np.isfinite(grown[-len(late):]).all()               # the model's own items and a new one (subcategory)
     assert np.array_equal(rows_cache.get(state, cm.p.item_ids), state.indices(cm.p.item_ids))
+
+
+def test_fit_applies_its_own_time_cut(fitted, tmp_path):
+    """Impressions, interactions and items from `as_of` on do not change the fit (it filters them itself), and the
+    cut is kept through save/load, so `recs train ranker` can check it against the training record."""
+    sim, cm = fitted
+    imp = read_table(sim.path, "impressions")
+    assert imp["ts"].max() > sim.as_of and sim.interactions["ts"].max() > sim.as_of   # there is later data
+    assert sim.catalog["created_at"].max() > sim.as_of
+    unfiltered = ClickModelRetriever(ClickModelConfig(max_iter=30)).fit(
+        TrainingData(sim.interactions, sim.catalog, sim.as_of, imp))
+    for name in ("item_ids", "user_ids", "sub_ref_logprice", "item_vec", "user_vec", "examination"):
+        assert np.array_equal(getattr(unfiltered.p, name), getattr(cm.p, name)), name
+    assert unfiltered.p.scalars == cm.p.scalars
+    assert cm.as_of == unfiltered.as_of == sim.as_of
+    cm.save(tmp_path / "cm")
+    assert ClickModelRetriever.load(tmp_path / "cm").as_of == sim.as_of
+    with pytest.raises(ValueError, match="before as_of"):
+        ClickModelRetriever().fit(TrainingData(sim.interactions, sim.catalog, sim.as_of,
+                                               imp.filter(pl.col("ts") >= sim.as_of)))

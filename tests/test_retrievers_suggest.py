@@ -141,3 +141,18 @@ def test_bad_inputs():
     empty = SuggestRetriever().fit(TrainingData(interactions([]), cat, AS_OF))
     assert [q for q, _ in empty.complete("s", 3)] == ["s"]
     assert empty.retrieve(rq(AS_OF, surface="search", q="zz"), 3).item_ids.tolist() == ["a"]
+
+
+def test_query_category_is_the_smallest_of_equally_frequent_ones():
+    """A name spread evenly over several categories gets the same category whatever the catalog order."""
+    cats = ["wear", "home", "kitchen", "toys", "garden", "books", "audio", "baby"]
+    rows = [(f"i{j}", c, "shoes", f"brand{j}", 10) for j, c in enumerate(cats)]
+    rows += [("x1", "toys", "lamp", "lumo", 5), ("x2", "home", "lamp", "lumo", 5), ("x3", "home", "lamp", "lumo", 5)]
+    queries_ = pl.Series(["shoes", "lumo", "red lamp"])
+    rng = np.random.default_rng(0)
+    got = set()
+    for _ in range(20):
+        items = catalog([rows[j] for j in rng.permutation(len(rows))])
+        got.add(tuple(SuggestRetriever._query_attrs(queries_, items).sort("query").rows()))
+    assert got == {(("lumo", None, "home", "lumo"), ("red lamp", "lamp", "home", None),
+                    ("shoes", "shoes", "audio", None))}

@@ -120,3 +120,20 @@ def test_labels_written_as_one_file_are_read_back(staged, tmp_path):
     in_folder, as_of_folder = read_labels(root / "labels")
     assert as_of == as_of_folder == datetime(2026, 1, 9, tzinfo=timezone.utc)
     assert as_file.equals(in_folder)
+
+
+def test_a_click_model_fitted_past_its_training_record_is_refused(staged, tmp_path):
+    """The click model keeps its own cut like the classic retrievers, so the check of the record covers it too."""
+    import shutil
+
+    root, ds, dirs = staged
+    own = json.loads((dirs[KINDS.index("clickmodel")] / "meta.json").read_text()).get("as_of")
+    assert own is not None and datetime.fromisoformat(own) == datetime(2026, 1, 7, tzinfo=timezone.utc)
+    forged = tmp_path / "clickmodel"
+    shutil.copytree(dirs[KINDS.index("clickmodel")], forged)
+    rec = json.loads((forged / "training.json").read_text())
+    (forged / "training.json").write_text(json.dumps({**rec, "trained_until": "2026-01-06T00:00:00"}))
+    res = _run("train", "ranker", "--dataset", ds, "--out", tmp_path / "m", "--labels", root / "labels",
+               "--retrievers", forged)
+    assert res.exit_code != 0 and "fitted on data up to" in res.output
+    assert not (tmp_path / "m").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,7 +34,7 @@ from recs.datasets.io import atomic_dir
 from recs.datasets.online_state import OnlineState
 from recs.datasets.policy import Request
 from recs.models.base import Candidates, RetrievalQuery, Retriever, TrainingData
-from recs.models.retrievers._common import top_indices
+from recs.models.retrievers._common import to_us, top_indices
 
 LBFGS_ROUND = 10     # L-BFGS iterations between two validation checks
 POPULATION = 256     # learnt users sampled for the population appeal of an item
@@ -181,27 +182,36 @@ class ClickModelRetriever(Retriever):
         self._sub_index: dict[str, int] = {}
         self._user_index: dict[str, int] = {}
         self._item_index: dict[str, int] = {}
+        self.as_of: datetime | None = None   # where the training data ended (None: loaded from an older save)
 
     # ---- training ----------------------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> "ClickModelRetriever":
+        """Fit on the impressions, interactions and catalog items strictly before `data.as_of` (filtered here)."""
         import torch
 
-        if data.impressions is None or data.impressions.is_empty():
-            raise ValueError("the click model needs logged impressions (clicked and not) to learn from")
+        as_of = to_us(data.as_of)
+
+        def before(df: pl.DataFrame, col: str) -> pl.DataFrame:
+            return df.filter(pl.col(col).dt.epoch("us") < as_of) if col in df.columns else df
+
+        impressions = before(data.impressions, "ts") if data.impressions is not None else None
+        if impressions is None or impressions.is_empty():
+            raise ValueError("the click model needs logged impressions (clicked and not) before as_of to learn from")
+        interactions = before(data.interactions, "ts")
         cfg = self.config
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
-        cat = data.catalog.sort("item_id")
+        cat = before(data.catalog, "created_at").sort("item_id")
         subcats, ref = _subcat_table(cat)
         sub_index = {s: j for j, s in enumerate(subcats)}
         item_ids = cat["item_id"].to_numpy().astype(str)
         item_sub = np.array([sub_index[s] for s in cat["subcategory"].to_list()], dtype=np.int64)
         item_rel = (np.log(cat["price"].to_numpy()) - ref[item_sub]).astype(np.float32)
         item_index = {i: j for j, i in enumerate(item_ids)}
-        imp = data.impressions.filter(pl.col("item_id").is_in(pl.Series(item_ids).implode()))
+        imp = impressions.filter(pl.col("item_id").is_in(pl.Series(item_ids).implode()))
         user_ids = np.array(sorted(imp["user_id"].drop_nulls().unique().to_list()), dtype=str)
         user_index = {u: j + 1 for j, u in enumerate(user_ids)}  # 0: anonymous / unknown
-        recent = _session_recent(imp, data.interactions, item_index)
+        recent = _session_recent(imp, interactions, item_index)
         it = np.array([item_index[i] for i in imp["item_id"].to_list()], dtype=np.int64)
         us = np.array([user_index.get(u, 0) if u is not None else 0 for u in imp["user_id"].to_list()],
                       dtype=np.int64)
@@ -257,6 +267,7 @@ class ClickModelRetriever(Retriever):
                 subcats, P["S"].numpy().astype(np.float32), P["bs"].numpy().astype(np.float32), ref, user_ids,
                 U_eff.numpy()[1:].astype(np.float32), P["beta_u"].numpy()[1:].astype(np.float32),
                 {k: float(P[k].item()) for k in ("beta0", "alpha", "w_match", "g", "gamma")}, exam.astype(np.float32))
+        self.as_of = data.as_of
         self._index()
         return self
 
@@ -419,8 +430,9 @@ class ClickModelRetriever(Retriever):
             for name in ("item_sub", "item_vec", "item_bias", "sub_vec", "sub_bias", "sub_ref_logprice", "user_vec",
                          "user_beta", "examination"):
                 np.save(tmp / f"{name}.npy", getattr(p, name))
-            (tmp / "meta.json").write_text(json.dumps({"kind": self.kind, "config": asdict(self.config),
-                                                       "scalars": p.scalars}, indent=2))
+            meta = {"kind": self.kind, "config": asdict(self.config), "scalars": p.scalars,
+                    "as_of": self.as_of.isoformat() if self.as_of is not None else None}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> "ClickModelRetriever":
@@ -442,5 +454,9 @@ class ClickModelRetriever(Retriever):
                              f"{sorted(set(meta['config']) - known)} are unknown here); retrain it")
         out = cls(ClickModelConfig(**meta["config"]))
         out.p = ClickModelParams(**{k: arr[k] for k in need}, scalars=meta["scalars"])
+        try:
+            out.as_of = datetime.fromisoformat(meta["as_of"]) if meta.get("as_of") else None
+        except (TypeError, ValueError):
+            raise ValueError(f"{meta_file}: field 'as_of' is {meta['as_of']!r}, not an ISO time") from None
         out._index()
         return out

@@ -137,11 +137,12 @@ class SuggestRetriever(Retriever):
 
     @staticmethod
     def _query_attrs(queries: pl.Series, items: pl.DataFrame) -> pl.DataFrame:
-        """Each query's subcategory, category and brand, from its words matching catalog names."""
+        """Each query's subcategory, category and brand, from its words matching catalog names (a name's category is
+        its most frequent one; among equally frequent ones the smallest, as `mode` returns them in no set order)."""
         sub = items.group_by(normalize_expr("subcategory").alias("w")).agg(
-            pl.col("subcategory").first(), pl.col("category").mode().first().alias("cat_s"))
+            pl.col("subcategory").first(), pl.col("category").mode().min().alias("cat_s"))
         brand = items.group_by(normalize_expr("brand").alias("w")).agg(
-            pl.col("brand").first(), pl.col("category").mode().first().alias("cat_b"))
+            pl.col("brand").first(), pl.col("category").mode().min().alias("cat_b"))
         w = (pl.DataFrame({"query": queries}).with_columns(pl.col("query").str.extract_all(WORD).alias("w"))
              .with_row_index("pos").explode("w").with_row_index("order")
              .join(sub, on="w", how="left").join(brand, on="w", how="left"))
