@@ -3,7 +3,9 @@ labels, and score each against the simulator's truth.
 
 A dataset is simulated (purchases arrive after a heavy-tailed delay). At T (the end of the training days) labels
 are built with `datasets.labels` (attribution window `window_h`). Four LightGBM pCVR models (P(purchase |
-impression)) are trained on the same features:
+impression)) are trained on the same features (the item's impression count and smoothed click rate are point in
+time: from the days before the row's day, for training and test rows alike; until the ninth session training rows
+used every impression up to T, later ones included, with the row's own click left out):
 
 * `naive`: every impression up to T, purchases seen by T (pending rows count as negatives);
 * `matured`: only impressions whose attribution window has closed by T;
@@ -59,21 +61,37 @@ class DelayedFeedbackConfig:
                              f"({self.test_days} d + {self.window_h:g} h) so that some labels mature")
 
 
-def _features(imp: pl.DataFrame, catalog: pl.DataFrame, item_stats: pl.DataFrame, own_click: bool) -> pl.DataFrame:
-    """Model inputs; item click rate is smoothed and, on training rows (`own_click`), leave-one-out."""
+def item_stats_before_day(imp: pl.DataFrame, start) -> pl.DataFrame:
+    """Per item and day (days from `start`) with impressions: the item's impressions (`_n`) and clicks (`_c`) over
+    all earlier days, i.e. what a model serving that day could know (point in time; 0 on the first day).
+
+    `imp` holds every impression (`item_id`, `ts`, `clicked`); rows of one day share that day's statistics."""
+    day = ((pl.col("ts") - pl.lit(start)).dt.total_seconds() // 86_400).cast(pl.Int32)
+    daily = (imp.select("item_id", day.alias("_day"), pl.col("clicked").cast(pl.Float64))
+             .group_by("item_id", "_day").agg(pl.len().cast(pl.Float64).alias("_dn"), pl.col("clicked").sum()
+                                              .alias("_dc"))
+             .sort("item_id", "_day"))
+    return daily.select("item_id", "_day", (pl.col("_dn").cum_sum().over("item_id") - pl.col("_dn")).alias("_n"),
+                        (pl.col("_dc").cum_sum().over("item_id") - pl.col("_dc")).alias("_c"))
+
+
+def _features(imp: pl.DataFrame, catalog: pl.DataFrame, item_stats: pl.DataFrame, start) -> pl.DataFrame:
+    """Model inputs; the item's impression count and smoothed click rate from the days before the row's day
+    (`item_stats_before_day`), for training and test rows alike."""
     med = catalog.group_by("subcategory").agg(pl.col("price").median().alias("_med"))
     cat = catalog.join(med, on="subcategory").select(
         "item_id", pl.col("price").log().alias("log_price"),
         (pl.col("price") / pl.col("_med")).log().alias("rel_price"),
         pl.col("subcategory").cast(pl.Categorical).to_physical().cast(pl.Int32).alias("subcat"))
-    return (imp.join(cat, on="item_id", how="left").join(item_stats, on="item_id", how="left")
+    day = ((pl.col("ts") - pl.lit(start)).dt.total_seconds() // 86_400).cast(pl.Int32).alias("_day")
+    return (imp.with_columns(day).join(cat, on="item_id", how="left")
+            .join(item_stats, on=["item_id", "_day"], how="left")
             .with_columns(pl.col("position").cast(pl.Int32),
                           (pl.col("surface") == "search").cast(pl.Int8).alias("is_search"),
                           pl.col("user_id").is_null().cast(pl.Int8).alias("anonymous"),
                           pl.col("_n").fill_null(0.0).log1p().alias("item_imps"),
-                          ((pl.col("_c").fill_null(0.0)
-                            - (pl.col("click").cast(pl.Float64) if own_click else 0.0) + 1.0)
-                           / (pl.col("_n").fill_null(0.0) - (1.0 if own_click else 0.0) + 10.0)).alias("item_ctr"),
+                          ((pl.col("_c").fill_null(0.0) + 1.0) / (pl.col("_n").fill_null(0.0) + 10.0))
+                          .alias("item_ctr"),
                           pl.col("ts").dt.hour().cast(pl.Int32).alias("hour")))
 
 
@@ -129,12 +147,14 @@ def _run(ds: Path, cfg: DelayedFeedbackConfig, say) -> dict:
     conv = (pl.read_parquet(ds / "truth" / "conversions").group_by("request_id", "position").len()
             .select("request_id", "position", pl.lit(True).alias("converted")))
     catalog = pl.read_parquet(ds / "catalog.parquet")
-    stats = lab.group_by("item_id").agg(pl.len().cast(pl.Float64).alias("_n"),
-                                        pl.col("click").sum().cast(pl.Float64).alias("_c"))
     test = (scan_table(ds, "impressions").filter((pl.col("ts") > pl.lit(T)) & (pl.col("ts") <= pl.lit(end)))
             .collect())
-    train = _features(lab, catalog, stats, True).join(truth, on=["request_id", "position"], how="left")
-    test = (_features(test, catalog, stats, False).join(truth, on=["request_id", "position"], how="left")
+    # item statistics point in time: each row sees the impressions and clicks of the days before its own (clicks
+    # are known at once; a test day also sees the test days before it, as a model serving it would)
+    stats = item_stats_before_day(pl.concat([lab.select("item_id", "ts", "clicked"),
+                                             test.select("item_id", "ts", "clicked")]), sim.start)
+    train = _features(lab, catalog, stats, sim.start).join(truth, on=["request_id", "position"], how="left")
+    test = (_features(test, catalog, stats, sim.start).join(truth, on=["request_id", "position"], how="left")
             .join(conv, on=["request_id", "position"], how="left").with_columns(pl.col("converted").fill_null(False)))
     train = train.join(conv, on=["request_id", "position"], how="left").with_columns(
         pl.col("converted").fill_null(False))

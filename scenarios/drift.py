@@ -80,8 +80,10 @@ class DriftScenarioConfig:
                              f"({self.onset_day}) < days ({self.days}), baseline_days >= 1")
         if not (0 <= self.min_ndcg_drop < 1 and 0 <= self.min_calibration_gap < 1):
             raise ValueError("min_ndcg_drop and min_calibration_gap must be in [0, 1)")
-        if self.magnitude <= 0 or (self.kind == "catalog_mix" and self.magnitude > 1):
-            raise ValueError(f"magnitude must be > 0 (and at most 1 for catalog_mix), got {self.magnitude}")
+        if self.magnitude <= 0 or (self.kind == "catalog_mix" and self.magnitude > 1) \
+                or (self.kind == "preference" and self.magnitude > 2):
+            raise ValueError(f"magnitude must be > 0 (at most 1 for catalog_mix, at most 2 = 180 degrees for "
+                             f"preference), got {self.magnitude}")
         bad = [f for f in self.features if f not in ITEM_FEATURES]
         if bad or not self.features:
             raise ValueError(f"features must be some of {', '.join(ITEM_FEATURES)}, got {', '.join(bad) or 'none'}")
@@ -91,18 +93,40 @@ class DriftScenarioConfig:
                              "and z > 0")
 
 
+def rotate_rows(v: np.ndarray, theta: float, rng: np.random.Generator) -> np.ndarray:
+    """Each row of `v` rotated by exactly `theta` radians (0 <= theta <= pi) in a random plane containing it.
+
+    The direction: `v q` (q a random orthogonal matrix) with its component along the row removed, so it is
+    orthogonal to the row; the result `cos(theta) v + sin(theta) |v| u_hat` keeps the norm. (Until the ninth
+    session the rotation was `cos(theta) v + sin(theta) v q`, renormalised: `v q` is not orthogonal to `v`, so the
+    per-user angle was not `theta`: 13.5-75.8 degrees, mean 48, at dim 8 and theta = 45 degrees.) Zero rows stay
+    zero; a row whose `v q` is parallel to it (a measure-zero event) gets a fresh random direction."""
+    v = np.asarray(v, dtype=float)
+    d = v.shape[1]
+    if d < 2:
+        raise ValueError("a rotation needs vectors of dimension 2 or more")
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    v_hat = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+
+    def orthogonal(w: np.ndarray, vh: np.ndarray) -> np.ndarray:
+        return w - np.sum(w * vh, axis=1, keepdims=True) * vh
+
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    u = orthogonal(v @ q, v_hat)
+    bad = (np.linalg.norm(u, axis=1) <= 1e-9 * norm[:, 0]) & (norm[:, 0] > 0)
+    if bad.any():   # v q parallel to v: any other direction orthogonal to v will do
+        u[bad] = orthogonal(rng.normal(size=(int(bad.sum()), d)), v_hat[bad])
+    u_norm = np.linalg.norm(u, axis=1, keepdims=True)
+    u_hat = np.divide(u, u_norm, out=np.zeros_like(u), where=u_norm > 0)
+    return np.cos(theta) * v + np.sin(theta) * norm * u_hat
+
+
 def apply_drift(world: World, kind: str, magnitude: float, rng: np.random.Generator) -> dict:
     """Change the world in place; returns what changed (categories hit, items delisted)."""
     cats = np.unique(world.catalog.category)
     if kind == "preference":
-        v = world.users.vec
-        q, _ = np.linalg.qr(rng.normal(size=(v.shape[1], v.shape[1])))
-        theta = magnitude * np.pi / 2
-        new = np.cos(theta) * v + np.sin(theta) * (v @ q)
-        norm = np.linalg.norm(new, axis=1, keepdims=True)
-        world.users.vec[:] = new * np.divide(np.linalg.norm(v, axis=1, keepdims=True), norm,
-                                             out=np.ones_like(norm), where=norm > 0)
-        return {"users": int(len(v))}
+        world.users.vec[:] = rotate_rows(world.users.vec, magnitude * np.pi / 2, rng)
+        return {"users": int(len(world.users.vec))}
     up = rng.choice(cats, size=max(1, len(cats) // 2), replace=False)
     hit = np.isin(world.catalog.category, up)
     names = sorted(world.catalog.category_names[c] for c in up)

@@ -7,14 +7,21 @@ the control policy, giving CUPED covariates (`pre_<metric>`; zero for units firs
 every anonymous session). Guardrail columns: latency (measured wall time of a trained pipeline's `rank`, or a
 seeded log-normal per simulator policy) and errors (exceptions plus an optional injected error rate).
 
-The truth: each arm's policy value from `run_policy` on a large common sample of fresh requests, turned into the
-difference and lift of every per-unit metric the experiment file supports. Ratio metrics (clicks/impressions,
-conversions/impressions, revenue/requests, clicks/requests) have the same expected value per request as per unit,
-so their truth is exact; per-unit means (clicks, revenue, conversions) share the lift, and their difference is the
-per-request difference times the experiment's mean requests per unit.
+The truth (`true_effects`): each arm's policy serving all of a fresh sample of traffic generated like the
+experiment's (sessions of logged-in users and anonymous visitors over the experiment's days; each session's clicks
+become its later requests' recent items and are recorded in the live user histories), starting from the user
+histories as they were at the experiment's start (after the pre-period), scored with the simulator's expected (not
+sampled) clicks, purchases and revenue; both arms see the same sessions (common random numbers). It is the value of
+deploying each policy to everybody, estimated on `truth_requests` requests (not exact: it has sampling error,
+`se_ctr_diff`), and it leaves out injected errors (`error_rate`). Ratio metrics (clicks/impressions,
+conversions/impressions, revenue/requests, clicks/requests) have the same expected value per request as per unit;
+per-unit means (clicks, revenue, conversions) share the lift, and their difference is the per-request difference
+times the experiment's mean requests per unit. `on_experiment_traffic` (`paired_truth`) scores both policies on
+every experiment request as it was served (the slates computed before the request's own clicks are recorded).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import math
@@ -22,10 +29,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from recs.sim.world import Context
 
 SIM_POLICIES = ("logging", "uniform", "oracle")
 # median simulated serving latency of the simulator's policies (ms); a trained pipeline's is measured
@@ -45,7 +55,7 @@ class SimABTestConfig:
     actual_split: float | None = None      # share actually assigned; differs from `split` to inject an SRM
     salt: str = "exp"
     seed: int = 0
-    truth_requests: int = 5_000            # fresh requests per arm for the true effect (run_policy)
+    truth_requests: int = 5_000            # fresh requests (in sessions) per arm for the true effect
     error_rate: tuple[float, float] = (0.0, 0.0)  # injected error probability per request, (control, treatment)
     latency_sigma: float = 0.35            # log-normal sigma of simulated latency
     session_mean_requests: float | None = None  # default: the world's
@@ -107,18 +117,18 @@ class _Arm:
         self.measured = name not in SIM_POLICIES
 
 
-def _simulate_period(world, arms: list[_Arm], assign: Callable[[str], int], start, days: int, rpd: int,
-                     cfg: SimABTestConfig, rng: np.random.Generator, counter: Iterator[int],
-                     paired: bool = False, progress=None) -> pl.DataFrame:
-    """Per-request rows of `days` of traffic from `start`: unit, arm, impressions, clicks, purchases, ..."""
+def _traffic(world, cfg: SimABTestConfig, start, days: int, rpd: int, rng: np.random.Generator,
+             counter: Iterator[int], prefix: str = "abs", day_done: Callable[[int, int], None] | None = None
+             ) -> Iterator[tuple[int, str, bool, "Context", list[str]]]:
+    """Sessions of `days` days of traffic from `start`: yields (day, unit, anonymous, context, recent) per request.
+
+    The consumer serves the request and appends the items clicked on it to `recent` before asking for the next
+    one: the session's later requests carry them as recent items. Each context is dropped once served."""
     from recs.sim.catalog import sample_user_vectors
     from recs.sim.world import Context
 
     wc = world.cfg
     mean_len = cfg.session_mean_requests or wc.session_mean_requests
-    rows: dict[str, list] = {c: [] for c in ("unit", "anonymous", "arm", "day", "impressions", "clicks",
-                                             "conversions", "revenue", "exp_clicks", "latency_ms", "error",
-                                             "fallback")}
     n_sess_day = max(1, int(round(rpd / mean_len)))
     for day in range(days):
         t_day = start + timedelta(days=day)
@@ -127,35 +137,50 @@ def _simulate_period(world, arms: list[_Arm], assign: Callable[[str], int], star
             urow = -1 if anon else int(rng.choice(world.users.n, p=world.users.activity))
             ts = t_day + timedelta(seconds=float(rng.uniform(0, 86_400 - 3_600)))
             length = int(min(rng.geometric(1.0 / mean_len), 8))
-            session_id = f"abs{cfg.seed}-{next(counter):09d}"
+            session_id = f"{prefix}{cfg.seed}-{next(counter):09d}"
             vec = ps = None
             if anon:
                 vec = sample_user_vectors(world.catalog, 1, wc.dim, rng)[0]
                 ps = float(rng.gamma(2.0, 0.3))
             unit = f"anon:{session_id}" if anon else str(world.user_ids[urow])
-            a = arms[assign(unit)]
             recent: list[str] = []
-            for r in range(length):
+            for _r in range(length):
                 surface = "search" if rng.random() < wc.search_share else "home"
                 ctx = world.new_context(ts, surface, rng, session_id=session_id, user_row=urow,
                                         recent_items=tuple(recent[-10:]))
                 if anon:  # keep one visitor per anonymous session (new_context draws a fresh one)
                     ctx = Context(ctx.request, -1, vec, ps, ctx.intent)
                     world.contexts[ctx.request.request_id] = ctx
-                _serve(world, a, ctx, rng, rows, cfg, recent)
-                if paired:
-                    for j, arm_j in enumerate(arms):
-                        e = _expected(world, arm_j.policy, ctx)
-                        for name, v in zip(("impressions", "clicks", "conversions", "revenue"), e):
-                            rows.setdefault(f"exp{j}_{name}", []).append(v)
-                rows["unit"].append(unit)
-                rows["anonymous"].append(anon)
-                rows["arm"].append(assign(unit))
-                rows["day"].append(day + 1)
+                yield day + 1, unit, anon, ctx, recent
                 world.contexts.pop(ctx.request.request_id, None)
                 ts += timedelta(seconds=float(rng.integers(30, 300)))
-        if progress:
-            progress(day + 1, days)
+        if day_done:
+            day_done(day + 1, days)
+
+
+def _simulate_period(world, arms: list[_Arm], assign: Callable[[str], int], start, days: int, rpd: int,
+                     cfg: SimABTestConfig, rng: np.random.Generator, counter: Iterator[int],
+                     paired: bool = False, progress=None) -> pl.DataFrame:
+    """Per-request rows of `days` of traffic from `start`: unit, arm, impressions, clicks, purchases, ...
+
+    With `paired`, both policies' expected outcomes on each request (`exp0_*`, `exp1_*`), computed before the
+    request is served: serving records its clicks in the live histories, which a trained pipeline reads, so
+    ranking afterwards would score another slate than the one served."""
+    rows: dict[str, list] = {c: [] for c in ("unit", "anonymous", "arm", "day", "impressions", "clicks",
+                                             "conversions", "revenue", "exp_clicks", "latency_ms", "error",
+                                             "fallback")}
+    for day, unit, anon, ctx, recent in _traffic(world, cfg, start, days, rpd, rng, counter, day_done=progress):
+        a = arms[assign(unit)]
+        if paired:
+            for j, arm_j in enumerate(arms):
+                e = _expected(world, arm_j.policy, ctx)
+                for name, v in zip(("impressions", "clicks", "conversions", "revenue"), e):
+                    rows.setdefault(f"exp{j}_{name}", []).append(v)
+        _serve(world, a, ctx, rng, rows, cfg, recent)
+        rows["unit"].append(unit)
+        rows["anonymous"].append(anon)
+        rows["arm"].append(assign(unit))
+        rows["day"].append(day)
     return pl.DataFrame(rows)
 
 
@@ -221,15 +246,66 @@ def _per_unit(req: pl.DataFrame) -> pl.DataFrame:
         pl.col("error").sum().alias("errors"), pl.col("fallback").sum().alias("fallbacks"))
 
 
-def true_effects(world, control, treatment, n: int, seed: int, mean_requests_per_unit: float) -> dict:
-    """Each arm's true value (run_policy on the same fresh requests) and the effect per experiment metric."""
-    from recs.sim import run_policy
+HISTORIES = ("user_history", "session_history", "user_purchases")   # what serving writes into the live state
 
-    reqs = world.sample_requests(n, seed)
-    vc = run_policy(control, n, seed, world, requests=reqs)
-    vt = run_policy(treatment, n, seed, world, requests=reqs)
-    for r in reqs:
-        world.contexts.pop(r.request_id, None)
+
+def _histories(state) -> dict:
+    """A copy of the live state's user and session histories (the only state a simulated experiment changes)."""
+    return {h: copy.deepcopy(getattr(state, h)) for h in HISTORIES}
+
+
+def _policy_value(world, policy, cfg: SimABTestConfig, start, hist0: dict, seq0: int):
+    """`policy` serving all of `cfg.truth_requests` fresh requests (in sessions like the experiment's, over its
+    days) from the histories `hist0`; expected outcomes of each served slate, its sampled clicks fed back."""
+    from recs.sim.run import RequestRewards
+
+    for h, v in copy.deepcopy(hist0).items():
+        setattr(world.state, h, v)
+    world._ctx_seq = seq0               # the same request ids for every policy (simulator policies hash them)
+    rng = np.random.default_rng([world.cfg.seed, 37, cfg.seed])        # traffic: identical for every policy
+    click_rng = np.random.default_rng([world.cfg.seed, 38, cfg.seed])
+    rpd = max(1, math.ceil(cfg.truth_requests / cfg.days))
+    out: dict[str, list] = {c: [] for c in ("clicks", "purchases", "revenue", "shown", "violations")}
+    for _day, _unit, _anon, ctx, recent in _traffic(world, cfg, start, cfg.days, rpd, rng, itertools.count(1),
+                                                    prefix="abt"):
+        req = ctx.request
+        k = world.k_for(req)
+        try:
+            ids = list(policy.rank(req, k).item_ids)[:k]
+        except Exception:  # noqa: BLE001 - an erroring policy shows nothing
+            ids = []
+        idx = world.state.indices(ids)
+        idx = idx[idx >= 0]
+        p_click, p_buy, avail = world.click_probs(ctx, idx)
+        out["clicks"].append(float(p_click.sum()))
+        out["purchases"].append(float(p_buy.sum()))
+        out["revenue"].append(float((p_buy * world.state.price[idx]).sum()))
+        out["shown"].append(float(len(idx)))
+        out["violations"].append(int((~avail).sum()))
+        for j in np.flatnonzero(click_rng.random(len(idx)) < p_click):
+            iid = str(world.item_ids[idx[j]])
+            recent.append(iid)
+            world.state.record_event(req.user_id, req.session_id, iid, "click")
+    return RequestRewards(*(np.array(out[c], dtype=np.int64 if c == "violations" else float) for c in out)).value()
+
+
+def true_effects(world, control, treatment, cfg: SimABTestConfig, start, hist0: dict,
+                 mean_requests_per_unit: float) -> dict:
+    """Each arm's true value on the same fresh traffic (sessions like the experiment's from `start`, over its days,
+    from the user histories `hist0` of the experiment's start) and the effect per experiment metric.
+
+    The live histories, the world's contexts and its request counter are as before on return (the counter moves
+    past the ids used here)."""
+    end_hist, seq0 = _histories(world.state), world._ctx_seq
+    try:
+        vc = _policy_value(world, control, cfg, start, hist0, seq0)
+        seq_end = world._ctx_seq
+        vt = _policy_value(world, treatment, cfg, start, hist0, seq0)
+        seq_end = max(seq_end, world._ctx_seq)
+    finally:
+        for h, v in end_hist.items():
+            setattr(world.state, h, v)
+    world._ctx_seq = seq_end
     shown = [v.clicks_per_request / v.ctr if v.ctr > 0 else 0.0 for v in (vc, vt)]  # impressions per request
     per_req = {  # expected value per request of each arm
         "clicks": (vc.clicks_per_request, vt.clicks_per_request),
@@ -248,8 +324,11 @@ def true_effects(world, control, treatment, n: int, seed: int, mean_requests_per
         add(f"{m}/requests", c, t)
         add(m, c, t, mean_requests_per_unit,
             "per-unit mean: per-request value x the experiment's mean requests per unit")
-    return {"control": vc.to_json(), "treatment": vt.to_json(), "n_requests": n, "metrics": metrics,
-            "se_ctr_diff": math.hypot(vc.ctr_stderr, vt.ctr_stderr)}
+    return {"control": vc.to_json(), "treatment": vt.to_json(), "n_requests": vc.n_requests, "metrics": metrics,
+            "se_ctr_diff": math.hypot(vc.ctr_stderr, vt.ctr_stderr),
+            "note": "each policy serving all of a fresh sample of sessions like the experiment's (same sessions for "
+                    "both), over the experiment's days, from the user histories at its start; expected outcomes, "
+                    "sampling error se_ctr_diff; injected errors left out"}
 
 
 def paired_effects(req: pl.DataFrame, mean_requests_per_unit: float) -> dict:
@@ -292,6 +371,7 @@ def run_sim_abtest(world, cfg: SimABTestConfig, progress=None) -> SimABTestResul
         pre = _per_unit(_simulate_period(world, pre_arms, assign, start, cfg.pre_days, cfg.requests_per_day, cfg,
                                          rng, counter))
     exp_start = start + timedelta(days=cfg.pre_days)
+    hist0 = _histories(world.state)     # the truth starts from the histories of the experiment's start
     req = _simulate_period(world, arms, assign, exp_start, cfg.days, cfg.requests_per_day, cfg, rng, counter,
                            cfg.paired_truth, progress)
     units = _per_unit(req)
@@ -312,7 +392,7 @@ def run_sim_abtest(world, cfg: SimABTestConfig, progress=None) -> SimABTestResul
     first = ["unit_id", "variant", "unit_type", "first_day"]
     units = units.select(first + [c for c in units.columns if c not in first])
     mean_req = float(units["requests"].mean())
-    truth = true_effects(world, control, treatment, cfg.truth_requests, cfg.seed + 99, mean_req)
+    truth = true_effects(world, control, treatment, cfg, exp_start, hist0, mean_req)
     truth.update({"kind": "simulate_abtest", "control_policy": cfg.control, "treatment_policy": cfg.treatment,
                   "planned_split": {"control": 1 - cfg.split, "treatment": cfg.split},
                   "assigned_split": {"control": 1 - cfg.assigned_split, "treatment": cfg.assigned_split},

@@ -16,6 +16,15 @@ state) scores what is shown: unavailable items attract less and are never bought
 Mitigations: (1) serve-time policy filter on live stock / restricted / blocked sellers (`models.rerank`),
 (2) price re-read at serve time (the displayed price is the live one; the oracle also re-scores with it), (3) a
 short TTL on cached lists (the list used is at most `ttl_s` old).
+
+Limitation: the truth reads only the live price. `World.expected_reward` (through `click_probs` and `rel_price`)
+and revenue use `world.state.price` whatever price the list displays, so the simulated users react to, and pay,
+the live price even when a stale one is shown. A stale price therefore changes the truth only through the ranking
+(items chosen and ordered on snapshot prices), never through the display: `price_changed_share` counts shown
+items whose displayed price would be wrong, with no modelled cost, and the re-read makes it 0 by construction
+(not a measured effect). For the pipeline the re-read changes nothing the truth sees (its cached order is kept),
+so the `filter_only` and `mitigated` figures are the filter's (and TTL's) alone; for the oracle its only effect
+is re-ranking the cached list by the live price.
 """
 from __future__ import annotations
 
@@ -261,7 +270,10 @@ def stale_inventory_report(result: dict):
     rep.paragraph(f"Ranker: {who}. The live state moves by the logging policy's traffic (sales), restocks, price "
                   "changes and restrictions in 15-minute steps. `price changed`: shown items whose cached price "
                   "differs from the live one. With the price re-read the displayed price is the live one by "
-                  "construction.")
+                  "construction. The truth always uses the live price (users react to and pay it whatever is "
+                  "displayed), so a stale displayed price costs nothing here and the price re-read has no measured "
+                  "effect of its own: for the pipeline the mitigated figures are the filter's and the TTL's; "
+                  "for the oracle the re-read only re-ranks by the live price.")
     if result.get("model"):
         rep.kv(result["model"], title="Model")
     rep.kv(result["config"], title="Configuration", flatten=1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recs.scenarios.common import small_sim
-from recs.scenarios.drift import DriftScenarioConfig, apply_drift, run_drift
+from recs.scenarios.drift import DriftScenarioConfig, apply_drift, rotate_rows, run_drift
 from recs.scenarios.drift_monitors import drift_report
 from recs.sim import World
 
@@ -97,6 +97,30 @@ def test_apply_drift_changes_only_what_it_says():
     assert gone.sum() == out["items_delisted"] > 0 and cats <= set(out["categories"])
 
 
+@pytest.mark.parametrize("magnitude", [0.2, 0.5, 0.8, 1.0])
+def test_preference_drift_rotates_every_user_by_magnitude_times_90_degrees(magnitude: float) -> None:
+    """Every user's angle between old and new preference is exactly magnitude x 90 degrees (the old rotation mixed
+    in `v q`, not orthogonal to `v`: 13.5-75.8 degrees per user at magnitude 0.5)."""
+    w = World.build(small_sim(n_users=400, n_items=300))
+    v0 = w.users.vec.copy()
+    apply_drift(w, "preference", magnitude, np.random.default_rng(3))
+    v1 = w.users.vec
+    n0, n1 = np.linalg.norm(v0, axis=1), np.linalg.norm(v1, axis=1)
+    assert np.all(n0 > 0) and np.allclose(n1, n0)
+    angle = np.degrees(np.arccos(np.clip(np.sum(v0 * v1, axis=1) / (n0 * n1), -1.0, 1.0)))
+    assert np.allclose(angle, magnitude * 90.0, atol=1e-6), (angle.min(), angle.max())
+
+
+def test_rotate_rows_handles_zero_rows_and_parallel_directions() -> None:
+    v = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    out = rotate_rows(v, np.pi / 3, np.random.default_rng(0))
+    assert np.array_equal(out[0], v[0])
+    cos = np.sum(out[1:] * v[1:], axis=1) / np.linalg.norm(v[1:], axis=1) ** 2
+    assert np.allclose(cos, 0.5) and np.allclose(np.linalg.norm(out, axis=1), np.linalg.norm(v, axis=1))
+    with pytest.raises(ValueError, match="dimension"):
+        rotate_rows(np.ones((2, 1)), 0.5, np.random.default_rng(0))
+
+
 def test_report_and_validation(price, tmp_path):
     md, html = drift_report(price).write(tmp_path, "drift")
     assert "<svg" in html.read_text() and "feature_shift" in md.read_text()
@@ -107,6 +131,8 @@ def test_report_and_validation(price, tmp_path):
         DriftScenarioConfig(onset_day=2, ref_days=2)
     with pytest.raises(ValueError, match="at most 1"):
         DriftScenarioConfig(kind="catalog_mix", magnitude=1.5)
+    with pytest.raises(ValueError, match="at most 2"):
+        DriftScenarioConfig(kind="preference", magnitude=2.5)
     with pytest.raises(ValueError, match="features"):
         DriftScenarioConfig(features=("colour",))
     with pytest.raises(ValueError, match="ref_days is 2"):

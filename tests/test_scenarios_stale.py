@@ -108,3 +108,23 @@ def test_clock_sells_stock_and_snapshot_is_a_copy():
 def test_clock_continues_a_loaded_world():
     world = World.load(tiny_trained().dataset)
     assert Clock(world).t_us == int(world.now.timestamp() * 1_000_000)
+
+
+def test_truth_ignores_the_displayed_price():
+    """Documented limitation (docs/SCENARIOS.md, stale inventory): the truth reads the live price only, so a stale
+    displayed price changes no click, purchase or revenue; only `price_changed_share` sees it."""
+    import numpy as np
+
+    from recs.scenarios.stale_inventory import _Acc
+
+    world = World.build(small_sim(n_users=100, n_items=300))
+    q = world.sample_requests(1, 0)[0]
+    rows = np.flatnonzero(world.eligible(q.ts))[:world.k_for(q)]
+    elig = world.eligible(q.ts)
+    live, stale = _Acc(), _Acc()
+    live.add(world, q, rows, world.state.price[rows], elig, world.k_for(q))
+    stale.add(world, q, rows, world.state.price[rows] * 3.0, elig, world.k_for(q))
+    a, b = live.result(), stale.result()
+    assert b["price_changed_share"] == 1.0 and a["price_changed_share"] == 0.0
+    for key in ("true_ctr", "purchases_per_request", "revenue_per_request"):
+        assert a[key] == b[key], key

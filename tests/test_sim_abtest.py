@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from recs.cli.main import app
 from recs.evaluators.abtest_analyze import AnalyzeConfig, analyze
+from recs.datasets.policy import Ranking
+from recs.scenarios import sim_abtest
 from recs.scenarios.sim_abtest import SimABTestConfig, assign_units, run_sim_abtest
 from recs.sim import SimConfig, World
 
@@ -145,3 +147,57 @@ def test_trained_pipeline_as_treatment(tmp_path_factory):
     assert set(u["variant"].unique()) == {"control", "treatment"}
     assert u.filter(pl.col("variant") == "treatment")["impressions"].sum() > 0
     assert res.truth["treatment"]["violations"] == 0  # the pipeline's policy filters hold on live state
+
+
+class _SeenFilterPolicy:
+    """The oracle's order without the items already clicked by the user (live history) or in the session: like a
+    trained pipeline, its slate depends on what serving recorded in the live state."""
+
+    policy_id = "seen-filter"
+
+    def __init__(self, world) -> None:
+        self.w, self.oracle = world, world.oracle_policy()
+
+    def rank(self, request, k: int) -> Ranking:
+        st = self.w.state
+        seen = {i for i, _ in st.user_history.get(request.user_id, ())} if request.user_id else set()
+        seen |= {i for i, _ in st.session_history.get(request.session_id, ())}
+        r = self.oracle.rank(request, k + 50)
+        keep = [j for j, i in enumerate(r.item_ids) if i not in seen][:k]
+        return Ranking(tuple(r.item_ids[j] for j in keep), tuple(r.scores[j] for j in keep), ("seen-filter",))
+
+
+def test_paired_truth_scores_the_slate_that_was_served():
+    """The served arm's paired expected clicks are those of the slate it served (ranked before the request's own
+    clicks were recorded); before the fix they were computed afterwards, on another slate for a history-reading
+    policy."""
+    world = World.build(WORLD)
+    cfg = SimABTestConfig(control="logging", treatment="oracle", **SMALL)
+    arms = [sim_abtest._Arm("logging", world.logging_policy(), 0.0),
+            sim_abtest._Arm("seen-filter", _SeenFilterPolicy(world), 0.0)]
+    req = sim_abtest._simulate_period(world, arms, lambda u: int(assign_units([u], "t", 0.5)[0]), world.now, 1, 1500,
+                                      cfg, np.random.default_rng(0), iter(range(1, 10**6)), paired=True)
+    served = np.where(req["arm"].to_numpy() == 1, req["exp1_clicks"].to_numpy(), req["exp0_clicks"].to_numpy())
+    assert (req["clicks"] > 0).sum() > 100 and (req["arm"] == 1).sum() > 100
+    np.testing.assert_allclose(served, req["exp_clicks"].to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_truth_starts_from_the_experiment_start_and_leaves_the_state_alone():
+    """The true effect is measured from the histories of the experiment's start, on sessions (recent items and
+    live histories fed by the policy's own clicks); it does not depend on what the experiment recorded, and the
+    live state is as before afterwards."""
+    world = World.build(WORLD)
+    cfg = SimABTestConfig(control="logging", treatment="oracle", days=2, truth_requests=600)
+    pol = [world.logging_policy(), _SeenFilterPolicy(world)]
+    hist0, seq = sim_abtest._histories(world.state), world._ctx_seq
+    a = sim_abtest.true_effects(world, *pol, cfg, world.now, hist0, 1.0)
+    for n in range(300):   # the experiment's clicks, recorded in the live histories
+        world.state.record_event(str(world.user_ids[n % 50]), f"s{n}", str(world.item_ids[n]), "click")
+    before = {h: {k: list(v) for k, v in getattr(world.state, h)._d.items()} for h in sim_abtest.HISTORIES}
+    world._ctx_seq = seq   # the same request ids (the logging policy hashes them)
+    b = sim_abtest.true_effects(world, *pol, cfg, world.now, hist0, 1.0)
+    after = {h: {k: list(v) for k, v in getattr(world.state, h)._d.items()} for h in sim_abtest.HISTORIES}
+    assert a["metrics"] == b["metrics"] and before == after and not world.contexts
+    assert abs(a["n_requests"] - 600) < 150 and a["metrics"]["clicks/impressions"]["diff"] > 0
+    same = sim_abtest.true_effects(world, pol[1], pol[1], cfg, world.now, hist0, 1.0)
+    assert same["metrics"]["clicks/impressions"]["diff"] == 0.0
