@@ -18,7 +18,10 @@ Serving variants of the trained pipeline (each its own loaded copy):
 
 Measured per segment, for each retriever alone (its top K, policy-filtered) and each pipeline variant:
 
-* offline, on the held-out day's clicks: Recall@K, NDCG@K, and Recall@K on clicks of new items;
+* offline, on the held-out day's clicks: Recall@K, NDCG@K, and Recall@K on clicks of new items; each logged
+  request rebuilt with its session's earlier clicks (`datasets.requests.requests_from_logs`) and ranked, in time
+  order, by pipelines loaded on a state replayed to each request's time (`scenarios.evaluate.holdout_replay`; until
+  the ninth session the requests had no session items and saw the inventory as at the end of the log);
 * online, against the simulator's truth on fresh requests of each segment at the end of the log: true CTR,
   purchases, new items' share of the shown slots and the true CTR of those slots.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -35,12 +39,14 @@ import polars as pl
 
 from recs.datasets.io import scan_table
 from recs.datasets.policy import Policy, Ranking, Request, deterministic_slot_probabilities
+from recs.datasets.requests import requests_from_logs
 from recs.models.base import RetrievalQuery
 from recs.models.rerank import RerankConfig, rerank
 from recs.scenarios.trained import ModelSettings, prepare
 from recs.sim import SimConfig, World
 
 if TYPE_CHECKING:
+    from recs.datasets.online_state import OnlineState
     from recs.models.pipeline import Pipeline
 
 SEGMENTS = ("anonymous", "new_user", "known_user")
@@ -133,22 +139,28 @@ def _segment(user_id: str | None, histories: dict) -> str:
 
 
 def offline_eval(policies: dict[str, Policy], histories: dict, holdout: pl.DataFrame, new_items: set[str],
-                 cfg: ColdStartConfig) -> list[dict]:
-    """Recall@K / NDCG@K of each policy per request segment on the held-out clicks, and recall on new items."""
+                 cfg: ColdStartConfig, interactions: pl.DataFrame | None = None,
+                 at: Callable[[datetime], object] | None = None) -> list[dict]:
+    """Recall@K / NDCG@K of each policy per request segment on the held-out clicks, and recall on new items.
+
+    The first `max_eval_requests` clicked requests, each rebuilt with its session's clicks before it (from
+    `interactions`), are ranked in time order; `at(ts)`, when given, first moves the serving state to the request's
+    time (`scenarios.evaluate.StateReplay.at`: the state the policies rank on)."""
     clicks = holdout.filter(pl.col("clicked"))
-    reqs = (clicks.group_by("request_id", maintain_order=True)
-            .agg(pl.col("ts").first(), pl.col("surface").first(), pl.col("user_id").first(),
-                 pl.col("session_id").first(), pl.col("query").first(), pl.col("item_id").alias("items"))
-            .head(cfg.max_eval_requests))
+    rel = dict(clicks.group_by("request_id", maintain_order=True).agg(pl.col("item_id"))
+               .head(cfg.max_eval_requests).iter_rows())
+    reqs = requests_from_logs(holdout, interactions, request_ids=list(rel))
     acc: dict[tuple[str, str], list] = {}
-    for row in reqs.iter_rows(named=True):
-        req = Request(row["request_id"], row["ts"], row["surface"], row["user_id"], row["session_id"], row["query"])
-        rel = set(row["items"])
-        rel_new = rel & new_items
-        seg = _segment(row["user_id"], histories)
+    for rid in sorted(rel, key=lambda r: (reqs[r].ts, r)):
+        req = reqs[rid]
+        if at is not None:
+            at(req.ts)
+        rel_all = set(rel[rid])
+        rel_new = rel_all & new_items
+        seg = _segment(req.user_id, histories)
         for name, pol in policies.items():
             ranked = [str(i) for i in pol.rank(req, cfg.k).item_ids]
-            rc, nd = _metrics(ranked, rel, cfg.k)
+            rc, nd = _metrics(ranked, rel_all, cfg.k)
             for s in (seg, "all"):
                 a = acc.setdefault((name, s), [0, 0.0, 0.0, 0, 0.0])
                 a[0] += 1
@@ -214,15 +226,19 @@ def run_cold_start(cfg: ColdStartConfig = ColdStartConfig(), progress: Callable[
         return _run(trained, cfg, say)
 
 
-def _variants(trained, world: World, new_arr: np.ndarray, cfg: ColdStartConfig) -> dict:
-    """The serving variants, each a separately loaded pipeline (mitigations switched per variant)."""
+def _variants(trained, state: "OnlineState", new_arr: np.ndarray, cfg: ColdStartConfig,
+              names: tuple[str, ...] = VARIANTS) -> dict:
+    """The serving variants `names`, each a separately loaded pipeline on `state` (mitigations switched per
+    variant)."""
     from recs.models.candidates import BlendConfig
     from recs.models.pipeline import Pipeline
 
     out = {}
     for name, keep in (("no_mitigation", ()), ("content", ("content",)), ("popularity", ("popularity",)),
                        ("mitigated", MITIGATED_SOURCES)):
-        p = Pipeline.load(trained.model, state=world.state)
+        if name not in names and not (name == "mitigated" and "mitigated_explore" in names):
+            continue
+        p = Pipeline.load(trained.model, state=state)
         off = [s for s in MITIGATED_SOURCES if s not in keep]
         p.blend = BlendConfig(home={k: (0 if k in off else v) for k, v in p.blend.home.items()},
                               search={k: (0 if k in off else v) for k, v in p.blend.search.items()},
@@ -235,25 +251,34 @@ def _variants(trained, world: World, new_arr: np.ndarray, cfg: ColdStartConfig) 
             p.rerank_cfg = replace(p.rerank_cfg, new_item_share=0.0)
         p.policy_id = f"{p.policy_id}-{name}"
         out[name] = p
-    out["mitigated_explore"] = ExplorePolicy(out["mitigated"], world.state, new_arr, cfg.explore, cfg.seed)
-    return out
+    if "mitigated_explore" in names:
+        out["mitigated_explore"] = ExplorePolicy(out["mitigated"], state, new_arr, cfg.explore, cfg.seed)
+    return {name: out[name] for name in names}
 
 
 def _run(trained, cfg: ColdStartConfig, say) -> dict:
+    from recs.scenarios.evaluate import holdout_replay
+
     cutoff = trained.cutoff
     world = World.load(trained.dataset)
     catalog = pl.read_parquet(trained.dataset / "catalog.parquet")
     new_arr = np.array(catalog.filter(pl.col("created_at") > pl.lit(cutoff))["item_id"].to_list(), dtype=object)
     new_items = set(new_arr.tolist())
-    variants = _variants(trained, world, new_arr, cfg)
-    bare, full = variants["no_mitigation"], variants["mitigated"]
+    variants = _variants(trained, world.state, new_arr, cfg)
+    full = variants["mitigated"]
     retrievers = {f"retriever:{k}": RetrieverPolicy(k, full) for k in full.retrievers}
     holdout = scan_table(trained.dataset, "impressions").filter(pl.col("ts") > pl.lit(cutoff)).collect()
     if holdout.height == 0:
         raise ValueError(f"{trained.model}: no impressions after its training cut-off {cutoff:%Y-%m-%d %H:%M} in "
                          f"{trained.dataset}; train it with --holdout-days >= 1")
-    offline = offline_eval({**retrievers, "pipeline:no_mitigation": bare, "pipeline:mitigated": full},
-                           full.histories, holdout, new_items, cfg)
+    # offline: the held-out requests on the inventory as logged at their time (the world's state is the log's end)
+    replay = holdout_replay(trained.dataset, holdout["ts"].max())
+    replay.at(cutoff)                   # the new items' content indexed with their first values, as a server would
+    logged = _variants(trained, replay.state, new_arr, cfg, ("no_mitigation", "mitigated"))
+    clicks = scan_table(trained.dataset, "interactions").filter(pl.col("kind") == "click").collect()
+    offline = offline_eval({**{f"retriever:{k}": RetrieverPolicy(k, logged["mitigated"]) for k in full.retrievers},
+                            **{f"pipeline:{v}": p for v, p in logged.items()}},
+                           full.histories, holdout, new_items, cfg, clicks, replay.at)
     say("offline evaluation done")
     new_rows = world.state.indices(list(new_arr))
     online = []

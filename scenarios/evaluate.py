@@ -1,5 +1,10 @@
 """`recs evaluate`: a trained pipeline and each retriever alone on the time-based hold-out, per segment.
 
+Hold-out requests are ranked in time order, each on the inventory as it was when it arrived (`holdout_replay`: the
+catalog's initial stock, prices and flags plus the inventory events up to the request's time). Until the ninth
+session every request saw the state at the end of the hold-out, so items sold out later were filtered from requests
+that had shown (and had clicks on) them, and offline metrics were biased down.
+
 On simulated data also the true expected click rate of the pipeline, the logging policy and the oracle
 (`sim.run_policy` on the same fresh requests).
 """
@@ -22,7 +27,6 @@ from recs.datasets.requests import requests_from_logs
 from recs.evaluators.ranking import MetricAccumulator
 from recs.models.base import RetrievalQuery
 from recs.models.pipeline import Pipeline
-from recs.models.state_files import state_frames
 
 if TYPE_CHECKING:
     from recs.sim import World
@@ -50,19 +54,52 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
-def holdout_state(dataset: Path, as_of: datetime) -> OnlineState:
-    """Items, stock, prices and flags as at the end of the data, including items created in the hold-out."""
-    catalog = read_table(dataset, "catalog")
+def _optional_table(dataset: Path, table: str) -> pl.DataFrame | None:
     try:
-        sellers = read_table(dataset, "sellers")
+        return read_table(dataset, table)
     except FileNotFoundError:
-        sellers = None
-    try:
-        events = read_table(dataset, "inventory_events")
-    except FileNotFoundError:
-        events = None
-    cat, sellers = state_frames(catalog, sellers, events, as_of)
-    return OnlineState(cat, sellers)
+        return None
+
+
+class StateReplay:
+    """An `OnlineState` whose stock, prices and flags move forward in time as logged: the catalog's (initial) values,
+    then every inventory event at or before the time asked for (`at(ts)`; the rule of
+    `datasets.point_in_time.attributes_as_of`), applied in time order with `OnlineState.apply_inventory`, as the
+    server applies live updates and `features.skew` replays them. Events of items the catalog lacks are left out.
+
+    Not `sim.point_in_time.InventoryReplayer`: it applies a batch of events kind by kind, so a `new_item` event (it
+    sets stock) overrides later `stock` events of the same batch (on the demo, items created without stock and
+    stocked later stayed at 0)."""
+
+    def __init__(self, catalog: pl.DataFrame, sellers: pl.DataFrame | None, events: pl.DataFrame | None) -> None:
+        self.state = OnlineState(catalog, sellers)
+        ev = (events.sort("ts", maintain_order=True) if events is not None else
+              pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "item_id": pl.Utf8, "kind": pl.Utf8,
+                                   "value": pl.Float64}))
+        self._ts = ev["ts"].dt.epoch("us").to_numpy()
+        self._events = ev.select("ts", "item_id", "kind", "value").rows()
+        self._cursor = 0
+        self._now: datetime | None = None
+
+    def at(self, ts: datetime) -> OnlineState:
+        """The state as at `ts` (every event at or before it applied, none after); `ts` never earlier than before."""
+        if self._now is not None and ts < self._now:
+            raise ValueError(f"{ts.isoformat()}: the state moves forward only (already at {self._now.isoformat()})")
+        stop = int(np.searchsorted(self._ts, to_us(ts), side="right"))
+        st = self.state
+        for t, item, kind, value in self._events[self._cursor:stop]:
+            if item in st.index:
+                st.apply_inventory(kind, item, value, t)
+        self._cursor, self._now = max(self._cursor, stop), ts
+        return st
+
+
+def holdout_replay(dataset: Path, end: datetime) -> StateReplay:
+    """The dataset's items created up to `end`, their state replayable to any time up to `end`."""
+    catalog = read_table(dataset, "catalog").filter(pl.col("created_at") <= end)
+    events = _optional_table(dataset, "inventory_events")
+    return StateReplay(catalog, _optional_table(dataset, "sellers"),
+                       events.filter(pl.col("ts") <= end) if events is not None else None)
 
 
 def holdout_start(model_dir: Path) -> datetime:
@@ -91,7 +128,8 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
     if imp.height == 0:
         raise ValueError(f"{dataset}: no impressions after the training window ({hold_start.isoformat()})")
     end = imp["ts"].max()
-    state = holdout_state(Path(dataset), end)
+    hold = holdout_replay(Path(dataset), end)
+    state = hold.at(hold_start)         # what a server would index the new items' content with: their first values
     pipe = Pipeline.load(model_dir, state=state)
     pipe.index_new_items()
     clicked = imp.filter(pl.col("clicked"))
@@ -102,6 +140,7 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
         rids = sorted(rng.choice(rids, cfg.max_requests, replace=False).tolist())
     inter = read_table(dataset, "interactions")
     requests = requests_from_logs(imp.filter(pl.col("request_id").is_in(rids)), inter)
+    rids.sort(key=lambda r: (requests[r].ts, r))                # in time order: the state only moves forward
     new_items = set(state.item_ids[created_after(state.created_us, hold_start)].tolist())
     known_users = set(pipe.histories)
     acc = MetricAccumulator(cfg.k)
@@ -110,11 +149,12 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
     violations = 0
     for rid in rids:
         req = requests[rid]
+        hold.at(req.ts)                 # stock, prices and flags as the request saw them
         relevant = rel[rid]
         segs = segments_of(req, known_users)
         ranking = pipe.rank(req, cfg.k)
         shown.update(ranking.item_ids)
-        violations += int((~state.is_eligible(list(ranking.item_ids), req.ts)).sum())
+        violations += int((~state.is_eligible(list(ranking.item_ids), req.ts)).sum())   # at the request's time
         acc.add(segs, ranking.item_ids, relevant)
         new_rel = relevant & new_items
         acc.add(["new_items"], ranking.item_ids, new_rel)
@@ -123,6 +163,7 @@ def evaluate(model_dir: Path, dataset: Path, cfg: EvaluateConfig = EvaluateConfi
             c = pipe.retrievers[kind].retrieve(q, cfg.k)
             metrics.add(segs, list(c.item_ids), relevant)
             metrics.add(["new_items"], list(c.item_ids), new_rel)
+    hold.at(end)                        # coverage: of the items eligible at the end of the hold-out
     eligible = int(state.eligible_mask(end).sum())
     out = {
         "kind": "evaluate", "k": cfg.k, "model": str(model_dir), "dataset": str(dataset),

@@ -1,17 +1,24 @@
 """cold-start scenario: per-segment offline metrics for each retriever and the pipeline, true CTR with and without
 the mitigations (content with new items indexed, popularity by category, exploration)."""
+from collections import defaultdict
 from datetime import datetime, timezone
 
 import numpy as np
+import polars as pl
 import pytest
 
+from recs.datasets.io import read_table
 from recs.datasets.policy import Ranking, Request
-from recs.scenarios.cold_start import (ColdStartConfig, ExplorePolicy, VARIANTS, _metrics, cold_start_report,
-                                       run_cold_start)
+from recs.datasets.requests import requests_from_logs
+from recs.models.pipeline import Pipeline
+from recs.models.rerank import RerankConfig, rerank
+from recs.scenarios.cold_start import (ColdStartConfig, ExplorePolicy, VARIANTS, _metrics,
+                                       cold_start_report, run_cold_start)
 from recs.scenarios.trained import ModelSettings
 from recs.sim import SimConfig
 
 from _scenario_fixtures import tiny_trained
+from test_evaluate_state import stock_flips
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +45,12 @@ def test_segments_and_sources(result):
 
 def test_history_retrievers_need_history_popularity_does_not(result):
     by = {(r["source"], r["segment"]): r for r in result["offline"]}
-    assert by[("retriever:covisit", "anonymous")]["recall"] == 0.0  # no history, no session items
+    # offline, logged anonymous requests carry their session's earlier clicks: covisit has something to go on
+    assert by[("retriever:covisit", "anonymous")]["recall"] > 0.0
     assert by[("retriever:popularity", "anonymous")]["recall"] > 0.0
     assert by[("pipeline:mitigated", "anonymous")]["recall"] > 0.0
     on = {(r["segment"], r["policy"]): r for r in result["online"]}
-    assert on[("anonymous", "retriever:covisit")]["empty_share"] == 1.0
+    assert on[("anonymous", "retriever:covisit")]["empty_share"] == 1.0      # fresh requests: no history, no session
     assert on[("anonymous", "retriever:popularity")]["true_ctr"] > 0
 
 
@@ -89,3 +97,34 @@ def test_metrics_and_explore_unit():
         ColdStartConfig(model=ModelSettings(holdout_days=0))
     with pytest.raises(ValueError, match="at least 3 simulated days"):
         ColdStartConfig(sim=SimConfig(days=2))
+
+
+def test_offline_requests_carry_their_session_and_the_inventory_of_their_time(monkeypatch):
+    """Offline, each held-out request has its session's earlier clicks (until the ninth session: none) and is ranked
+    on the inventory as logged at its time (until then: as at the end of the log)."""
+    t = tiny_trained()
+    hold = read_table(t.dataset, "impressions").filter(pl.col("ts") > t.cutoff)
+    (gone_rid, gone), (back_rid, back) = stock_flips(t.dataset, hold)
+    plan: dict[str, list[str]] = defaultdict(list)
+    plan[gone_rid].append(gone)
+    plan[back_rid].append(back)
+    seen: dict[str, Request] = {}
+    served: dict[str, tuple[str, ...]] = {}
+
+    def planned(self, request: Request, k: int) -> Ranking:
+        ids = plan.get(request.request_id, [])
+        out, sc = rerank(ids, [1.0] * len(ids), self.state, request.ts, k, RerankConfig(0, False))
+        seen[request.request_id], served[request.request_id] = request, tuple(out)
+        return Ranking(tuple(out), tuple(sc))
+
+    monkeypatch.setattr(Pipeline, "rank", planned)
+    res = run_cold_start(ColdStartConfig(dataset=t.dataset, model_dir=t.model, n_requests=5,
+                                         max_eval_requests=10**6))
+    assert served[gone_rid] == (gone,) and served[back_rid] == ()
+    logged = requests_from_logs(hold, read_table(t.dataset, "interactions"))
+    offline = [r for r in seen if r in logged]
+    assert len(offline) == next(r["requests"] for r in res["offline"]
+                                if (r["source"], r["segment"]) == ("pipeline:mitigated", "all"))
+    assert all(seen[r].recent_items == logged[r].recent_items for r in offline)
+    assert sum(bool(seen[r].recent_items) for r in offline) > len(offline) / 5
+
