@@ -47,10 +47,11 @@ class Pipeline:
                  state: OnlineState, histories: dict[str, tuple[str, ...]], blend: BlendConfig = BlendConfig(),
                  rerank_cfg: RerankConfig = RerankConfig(), policy_id: str = "pipeline",
                  fallback: dict[str, list[str]] | None = None, cold_ranker: Ranker | None = None,
-                 tree_surfaces: tuple[str, ...] = SURFACES, purchases: dict[str, frozenset[str]] | None = None
-                 ) -> None:
+                 tree_surfaces: tuple[str, ...] = SURFACES, purchases: dict[str, frozenset[str]] | None = None,
+                 repurchase: dict[str, tuple[int, float]] | None = None) -> None:
         self.retrievers, self.ranker, self.snapshot, self.state = retrievers, ranker, snapshot, state
         self.purchases = purchases or {}   # items each user bought before the cut-off (`purchased`)
+        self.repurchase = repurchase or {}  # category -> (purchases, repeat share) in the training logs
         self.cold_ranker = cold_ranker   # for context-free visitors (see `is_context_free`); None: `ranker` for all
         # surfaces where the personal ranker's trees are used; elsewhere its base score alone (`BaseScore`)
         self.tree_surfaces = tuple(tree_surfaces)
@@ -78,7 +79,18 @@ class Pipeline:
             return frozenset()
         live = self.state.user_purchases.get(user_id)
         past = self.purchases.get(user_id, frozenset())
-        return past | frozenset(i for i, _ in live) if live else past
+        items = past | frozenset(i for i, _ in live) if live else past
+        return frozenset(i for i in items if not self.bought_again(i)) if items and self.repurchase else items
+
+    def bought_again(self, item_id: str) -> bool:
+        """Whether the item's category is one people buy again (repeat share above `repurchase_share_max` over at
+        least `repurchase_min_purchases` training purchases): there "already purchased" does not make sense."""
+        row = self.state.index.get(item_id)
+        if row is None:
+            return False
+        n, share = self.repurchase.get(self.state.category[row], (0, 0.0))
+        cfg = self.rerank_cfg
+        return n >= cfg.repurchase_min_purchases and share > cfg.repurchase_share_max
 
     def retrieve(self, request: Request, sources: Sequence[str] | None = None, live: bool = True
                  ) -> list[Candidates]:
@@ -306,7 +318,7 @@ class Pipeline:
     def load(cls, model_dir: str | Path, state: OnlineState | None = None) -> "Pipeline":
         """Load a model folder written by `recs train` (plain files only: JSON, Parquet, .npy, faiss, LightGBM)."""
         from recs.models.registry import load_retriever
-        from recs.models.state_files import load_histories, load_purchases, load_state
+        from recs.models.state_files import load_histories, load_purchases, load_repurchase, load_state
 
         d = Path(model_dir)
         meta_file = d / "model.json"
@@ -328,6 +340,7 @@ class Pipeline:
         fallback = json.loads((d / "fallback.json").read_text()) if (d / "fallback.json").is_file() else {}
         trees = tuple(meta.get("ranker", {}).get("tree_surfaces", SURFACES))   # older models: trees everywhere
         return cls(retrievers, ranker, snap, state, load_histories(d / "state"), blend, rr,
-                   meta.get("policy_id", "pipeline"), fallback, cold, trees, load_purchases(d / "state"))
+                   meta.get("policy_id", "pipeline"), fallback, cold, trees, load_purchases(d / "state"),
+                   load_repurchase(d / "state"))
 
 

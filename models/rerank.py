@@ -37,6 +37,11 @@ class RerankConfig:
     # 1.5-1.6% of expected revenue on the development requests (docs/PIPELINE.md, "Re-ranking")
     new_item_share: float = 1.0
     new_item_max_age_hours: float = 48.0
+    # "already purchased" applies where that makes sense: not in a category whose purchases, in the training logs,
+    # were repeats of an item the buyer had bought before more often than this (consumables); a category with fewer
+    # than `repurchase_min_purchases` purchases counts as one where it does (`Pipeline.purchased`)
+    repurchase_share_max: float = 0.05
+    repurchase_min_purchases: int = 50
 
     def __post_init__(self) -> None:
         if self.max_per_category < 0:
@@ -45,6 +50,10 @@ class RerankConfig:
             raise ValueError(f"price_weight must be in [0, 5], got {self.price_weight}")
         if not 0.0 <= self.new_item_share <= 1.0:
             raise ValueError(f"new_item_share must be in [0, 1], got {self.new_item_share}")
+        if not 0.0 <= self.repurchase_share_max <= 1.0:
+            raise ValueError(f"repurchase_share_max must be in [0, 1], got {self.repurchase_share_max}")
+        if self.repurchase_min_purchases < 1:
+            raise ValueError(f"repurchase_min_purchases must be >= 1, got {self.repurchase_min_purchases}")
         if not self.new_item_max_age_hours > 0:
             raise ValueError(f"new_item_max_age_hours must be > 0, got {self.new_item_max_age_hours}")
         object.__setattr__(self, "cap_surfaces", tuple(self.cap_surfaces))     # a list when read from JSON

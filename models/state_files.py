@@ -37,8 +37,19 @@ def purchases_frame(interactions: pl.DataFrame, as_of: datetime) -> pl.DataFrame
     return buys.group_by("user_id").agg(pl.col("item_id").unique().sort().alias("items")).sort("user_id")
 
 
+def repurchase_frame(interactions: pl.DataFrame, catalog: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Per category: logged-in purchases before `as_of` and the share that repeated an item the buyer had bought
+    before (`category`, `purchases`, `repeat_share`)."""
+    buys = (interactions.filter((pl.col("ts") < as_of) & pl.col("user_id").is_not_null()
+                                & (pl.col("kind") == "purchase"))
+            .join(catalog.select("item_id", "category"), on="item_id", how="inner").sort("ts", "item_id"))
+    rep = buys.with_columns((pl.int_range(pl.len()).over("user_id", "item_id") > 0).alias("repeat"))
+    return rep.group_by("category").agg(pl.len().alias("purchases"),
+                                        pl.col("repeat").mean().alias("repeat_share")).sort("category")
+
+
 def save_state(path: Path, catalog: pl.DataFrame, sellers: pl.DataFrame | None, histories: pl.DataFrame,
-               purchases: pl.DataFrame | None = None) -> None:
+               purchases: pl.DataFrame | None = None, repurchase: pl.DataFrame | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
     catalog.write_parquet(path / "catalog.parquet")
     if sellers is not None:
@@ -46,6 +57,8 @@ def save_state(path: Path, catalog: pl.DataFrame, sellers: pl.DataFrame | None, 
     histories.write_parquet(path / "histories.parquet")
     if purchases is not None:
         purchases.write_parquet(path / "purchases.parquet")
+    if repurchase is not None:
+        repurchase.write_parquet(path / "repurchase.parquet")
 
 
 def load_state(path: Path) -> OnlineState:
@@ -59,6 +72,14 @@ def load_purchases(path: Path) -> dict[str, frozenset[str]]:
     if not f.is_file():
         return {}
     return {u: frozenset(items) for u, items in pl.read_parquet(f).iter_rows()}
+
+
+def load_repurchase(path: Path) -> dict[str, tuple[int, float]]:
+    """Per category: (purchases, share that were repeats) in the training logs ({} for older models)."""
+    f = path / "repurchase.parquet"
+    if not f.is_file():
+        return {}
+    return {c: (int(n), float(s)) for c, n, s in pl.read_parquet(f).iter_rows()}
 
 
 def load_histories(path: Path) -> dict[str, tuple[str, ...]]:

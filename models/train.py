@@ -29,7 +29,8 @@ from recs.models.pipeline import Pipeline
 from recs.models.ranker import RankerConfig, train_ranker
 from recs.models.registry import KINDS, make_retriever
 from recs.models.rerank import SURFACES, RerankConfig
-from recs.models.state_files import histories_frame, purchases_frame, save_state, state_frames
+from recs.models.state_files import (histories_frame, purchases_frame, repurchase_frame, save_state,
+                                     state_frames)
 from recs.models.training_rows import build_rows, day_snapshots, day_start, split_by_time
 
 Progress = Callable[[str], None]
@@ -267,7 +268,8 @@ def write_model(dataset: Path, out: Path, tables: Tables, retrievers: dict, fit:
         if "cold" in fit.rankers:
             fit.rankers["cold"].save(tmp / "ranker_cold")
         snap.save(tmp / "snapshot")
-        save_state(tmp / "state", state_cat, sellers, hist, purchases_frame(tables.interactions, win["train_end"]))
+        save_state(tmp / "state", state_cat, sellers, hist, purchases_frame(tables.interactions, win["train_end"]),
+                   repurchase_frame(tables.interactions, tables.catalog, win["train_end"]))
         (tmp / "fallback.json").write_text(json.dumps(fallback))
         meta["stage_seconds"]["total"] = round(time.perf_counter() - t_all, 2)
         (tmp / "model.json").write_text(json.dumps(meta, indent=2))

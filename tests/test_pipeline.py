@@ -395,13 +395,29 @@ def test_already_purchased_items_stay_filtered_from_training_and_live_purchases(
     saved = purchases_frame(read_table(ds, "interactions"), cut)
     assert saved.height > 0 and pipe.purchases == {u: frozenset(i) for u, i in saved.iter_rows()}
     req = [r for r in world.sample_requests(80, 9) if r.user_id is not None and r.surface == "home"][0]
-    pipe.purchases = {}
+    pipe.purchases, pipe.repurchase = {}, {}                          # no category known as bought again
     first = pipe.rank(req, 10).item_ids
     pipe.purchases = {req.user_id: frozenset({first[0]})}            # bought before the cut-off
     assert first[0] not in pipe.rank(req, 10).item_ids
+    cat = world.state.category[world.state.index[first[0]]]
+    for measured, filtered in (((100, 0.40), False), ((100, 0.01), True), ((10, 0.40), True)):
+        pipe.repurchase = {cat: measured}                             # (purchases, repeat share) of its category
+        assert (first[0] not in pipe.rank(req, 10).item_ids) == filtered, measured
+    pipe.repurchase = {}
     pipe.purchases = {}
     world.state.record_event(req.user_id, "s-live", first[1], "purchase")
     for j in range(60):                                               # more than a history holds
         world.state.record_event(req.user_id, "s-live", first[2 + j % 5], "click")
     assert first[1] not in pipe.rank(req, 10).item_ids
     assert first[1] not in [i for i, _ in world.state.user_history.get(req.user_id, ())]   # pushed out there
+
+
+def test_repurchase_shares_per_category():
+    from recs.models.state_files import repurchase_frame
+
+    t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(6)]
+    inter = pl.DataFrame({"ts": t, "user_id": ["u1", "u1", "u2", "u1", "u2", None],
+                          "item_id": ["a", "a", "a", "b", "c", "c"], "kind": ["purchase"] * 6})
+    cat = pl.DataFrame({"item_id": ["a", "b", "c"], "category": ["food", "food", "tv"]})
+    got = repurchase_frame(inter, cat, datetime(2026, 1, 1, 5, tzinfo=timezone.utc))
+    assert got.rows() == [("food", 4, 0.25), ("tv", 1, 0.0)]     # u1 bought a twice; the anonymous one is not counted
