@@ -76,7 +76,7 @@ def fit_users(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> np.ndarray:
     """User vectors (n_users, dim) fitted on logged impressions with the true item parameters held fixed."""
     import torch
 
-    from recs.models.retrievers.click_model import position_based_nll
+    from recs.models.retrievers.click_model_fit import position_based_nll
 
     c = world.catalog
     it, us, pos, surf, y = _impression_tensors(world, imp)
@@ -99,7 +99,7 @@ def _fit_items(world, imp: pl.DataFrame, cfg: LearnabilityConfig) -> tuple[np.nd
     its subcategory's, and with few users the subcategory parts cannot run away)."""
     import torch
 
-    from recs.models.retrievers.click_model import position_based_nll
+    from recs.models.retrievers.click_model_fit import position_based_nll
 
     c = world.catalog
     it, us, pos, surf, y = _impression_tensors(world, imp)

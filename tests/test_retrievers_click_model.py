@@ -99,7 +99,7 @@ def test_scores_track_the_simulators_true_attraction(fitted):
 def test_row_mean_matrix_averages_with_repeats_and_leaves_empty_rows_zero():
     import torch
 
-    from recs.models.retrievers.click_model import _exposure_matrix, _row_mean_matrix
+    from recs.models.retrievers.click_model_fit import _exposure_matrix, _row_mean_matrix
 
     m = _row_mean_matrix(np.array([0, 0, 0, 2]), np.array([1, 1, 3, 0]), 3, 4)
     V = torch.arange(8, dtype=torch.float32).reshape(4, 2)
