@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from recs.datasets.online_state import OnlineState
+from recs.datasets.state_replay import StateReplay
 from recs.datasets.policy import Request
 from recs.features.compute import compute_features
 from recs.features.offline import attrs_from_catalog, offline_inputs
@@ -23,10 +23,8 @@ def skew_check(rows: pl.DataFrame, requests: dict[str, Request], catalog: pl.Dat
     """Compare both paths on `rows` (request_id, item_id); returns `{"kind": "skew", "rows", "mismatches", ...}`."""
     offline = offline_inputs(rows, requests, catalog, events)
     attrs_off = attrs_from_catalog(catalog)
-    state = OnlineState(catalog, sellers)
-    attrs_on = attrs_from_state(state)
-    ev = (events.sort("ts").select("ts", "item_id", "kind", "value").rows() if events is not None else [])
-    e = 0
+    replay = StateReplay(catalog, sellers, events)    # the live inventory replayed up to each request's time
+    attrs_on = attrs_from_state(replay.state)
     mismatches = 0
     per_feature = {n: 0 for n in FEATURE_NAMES}
     order = sorted(set(rows["request_id"].to_list()), key=lambda r: requests[r].ts)
@@ -34,10 +32,7 @@ def skew_check(rows: pl.DataFrame, requests: dict[str, Request], catalog: pl.Dat
     row_items = np.asarray(rows["item_id"].to_list(), dtype=object)
     for rid in order:
         req = requests[rid]
-        while e < len(ev) and ev[e][0] <= req.ts:  # replay the live inventory up to the request time
-            ts, item, kind, value = ev[e]
-            state.apply_inventory(kind, item, value, ts)
-            e += 1
+        state = replay.at(req.ts)
         mask = row_req == rid
         snap = snapshot_for(req.ts)
         on = compute_features(online_inputs(req, row_items[mask].tolist(), state), snap, attrs_on)

@@ -145,7 +145,7 @@ def offline_eval(policies: dict[str, Policy], histories: dict, holdout: pl.DataF
 
     The first `max_eval_requests` clicked requests, each rebuilt with its session's clicks before it (from
     `interactions`), are ranked in time order; `at(ts)`, when given, first moves the serving state to the request's
-    time (`scenarios.evaluate.StateReplay.at`: the state the policies rank on)."""
+    time (`datasets.state_replay.StateReplay.at`: the state the policies rank on)."""
     clicks = holdout.filter(pl.col("clicked"))
     rel = dict(clicks.group_by("request_id", maintain_order=True).agg(pl.col("item_id"))
                .head(cfg.max_eval_requests).iter_rows())
