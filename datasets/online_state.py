@@ -185,10 +185,33 @@ class OnlineState:
         return out
 
     # ---- writes ------------------------------------------------------------------------------------------
+    def check_inventory(self, kind: str, item_id: str, value: float, ts: datetime | None = None,
+                        attrs: dict | None = None) -> None:
+        """Raise what `apply_inventory` would raise for this event (same errors), changing nothing: the check a
+        journaled write passes before it is written (serving/writes.py)."""
+        if kind == "blocked_seller":
+            if ts:
+                to_us(ts)
+            return
+        if item_id not in self.index:
+            if kind != "new_item" or attrs is None:
+                raise KeyError(f"unknown item {item_id!r} for inventory event {kind!r}")
+            self._new_item_values(item_id, attrs)
+            return
+        if kind in ("stock", "new_item"):
+            int(value)
+        elif kind == "price":
+            if value <= 0:
+                raise ValueError(f"price must be > 0, got {value}")
+        elif kind != "restricted":
+            raise ValueError(f"unknown inventory kind {kind!r}")
+
     def apply_inventory(self, kind: str, item_id: str, value: float, ts: datetime | None = None,
                         attrs: dict | None = None) -> None:
-        """Apply one inventory event (`stock`, `price`, `restricted`, `new_item`, `blocked_seller`)."""
+        """Apply one inventory event (`stock`, `price`, `restricted`, `new_item`, `blocked_seller`); a bad one
+        raises (`check_inventory`) and changes nothing."""
         with self._lock:
+            self.check_inventory(kind, item_id, value, ts, attrs)
             if kind == "blocked_seller":
                 self.blocked_from_us[item_id] = to_us(ts) if ts else 0
                 self._blocked_version += 1
@@ -196,40 +219,37 @@ class OnlineState:
                 return
             i = self.index.get(item_id)
             if i is None:
-                if kind != "new_item" or attrs is None:
-                    raise KeyError(f"unknown item {item_id!r} for inventory event {kind!r}")
-                self._append_item(item_id, attrs)
+                self._append_item(item_id, attrs)   # type: ignore[arg-type]  (checked: a new item's attributes)
                 self.version += 1
                 return
-            if kind == "stock":
+            if kind in ("stock", "new_item"):
                 self.stock[i] = max(0, int(value))
             elif kind == "price":
-                if value <= 0:
-                    raise ValueError(f"price must be > 0, got {value}")
                 self.price[i] = float(value)
-            elif kind == "restricted":
-                self.restricted[i] = bool(value)
-            elif kind == "new_item":
-                self.stock[i] = max(0, int(value))
             else:
-                raise ValueError(f"unknown inventory kind {kind!r}")
+                self.restricted[i] = bool(value)
             self.version += 1
 
-    def _append_item(self, item_id: str, a: dict) -> None:
-        """Append a new item; every attribute is read first and the id is indexed last, so a bad `a` changes
-        nothing and a lock-free reader never finds an id whose columns are not there yet. Columns keep spare
-        capacity (doubling), so an append costs O(1) amortised, not a copy of the catalog; a reader holding a
-        column from before keeps a valid (shorter) array."""
+    @staticmethod
+    def _new_item_values(item_id: str, a: dict) -> dict:
+        """A new item's column values from its attributes (KeyError / ValueError naming what is wrong)."""
         missing = [k for k in ("category", "subcategory", "seller_id", "brand", "title", "price") if k not in a]
         if missing:
             raise KeyError(f"new item {item_id!r}: missing attribute(s) {', '.join(missing)}")
         price = float(a["price"])
         if price <= 0:
             raise ValueError(f"new item {item_id!r}: price must be > 0, got {price}")
-        stock, restricted = int(a.get("stock", 0)), bool(a.get("restricted", False))
-        created = to_us(a["created_at"]) if a.get("created_at") else 0
         values = {name: a[name] for name in ("category", "subcategory", "seller_id", "brand", "title")}
-        values.update(price=price, stock=stock, restricted=restricted, created_us=created)
+        values.update(price=price, stock=int(a.get("stock", 0)), restricted=bool(a.get("restricted", False)),
+                      created_us=to_us(a["created_at"]) if a.get("created_at") else 0)
+        return values
+
+    def _append_item(self, item_id: str, a: dict) -> None:
+        """Append a new item; every attribute is read first and the id is indexed last, so a bad `a` changes
+        nothing and a lock-free reader never finds an id whose columns are not there yet. Columns keep spare
+        capacity (doubling), so an append costs O(1) amortised, not a copy of the catalog; a reader holding a
+        column from before keeps a valid (shorter) array."""
+        values = self._new_item_values(item_id, a)
         n = len(self.item_ids)
         grown = {name: self._grown(name, v, n) for name, v in values.items()}
         ids = self._grown("item_ids", item_id, n)

@@ -14,44 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from recs.datasets.online_state import OnlineState, to_us
 from recs.features.online import attrs_from_state
 from recs.serving.journal import Journal, decode_inventory, event_record, inventory_record, write_status
 from recs.serving.metrics import ServerMetrics
 from recs.serving.served import ServeConfig, Served
-
-INVENTORY_KINDS = ("stock", "price", "restricted", "new_item", "blocked_seller")
-NEW_ITEM_ATTRS = ("category", "subcategory", "seller_id", "brand", "title", "price")
-
-
-def check_inventory(state: OnlineState, kind: str, key: str, value: float, ts: datetime | None,
-                    attrs: dict | None) -> None:
-    """Raise what `OnlineState.apply_inventory` would raise for this update (same errors, same messages), without
-    changing anything: the check a journaled write passes before it is appended."""
-    if kind == "blocked_seller":
-        if ts is not None:
-            to_us(ts)
-        return
-    if key not in state.index:
-        if kind != "new_item" or attrs is None:
-            raise KeyError(f"unknown item {key!r} for inventory event {kind!r}")
-        missing = [k for k in NEW_ITEM_ATTRS if k not in attrs]
-        if missing:
-            raise KeyError(f"new item {key!r}: missing attribute(s) {', '.join(missing)}")
-        price = float(attrs["price"])
-        if price <= 0:
-            raise ValueError(f"new item {key!r}: price must be > 0, got {price}")
-        int(attrs.get("stock", 0))
-        if attrs.get("created_at"):
-            to_us(attrs["created_at"])
-        return
-    if kind in ("stock", "new_item"):
-        int(value)
-    elif kind == "price":
-        if value <= 0:
-            raise ValueError(f"price must be > 0, got {value}")
-    elif kind != "restricted":
-        raise ValueError(f"unknown inventory kind {kind!r}")
 
 
 class LiveWrites:
@@ -92,7 +58,7 @@ class LiveWrites:
             return self._apply_inventory(kind, key, value, ts, attrs)
         with j.locked():
             self.sync()
-            check_inventory(self.current.state, kind, key, value, ts, attrs)
+            self.current.state.check_inventory(kind, key, value, ts, attrs)
             j.append(inventory_record(kind, key, value, ts, attrs))
             return self._apply_inventory(kind, key, value, ts, attrs)
 

@@ -20,7 +20,6 @@ from recs.serving.app import create_app
 from recs.serving.journal import JOURNAL_NAME, Journal, JournalWriteError
 from recs.serving.runtime import Runtime
 from recs.serving.served import ServeConfig, load_served
-from recs.serving.writes import check_inventory
 from _serve_fixtures import build_tiny_bundle
 
 TOKEN = "tok"
@@ -138,7 +137,7 @@ GOOD = {"category": "x", "subcategory": "x1", "seller_id": "s1", "brand": "k", "
     ("bogus", "zz", 1, None), ("blocked_seller", "s1", 0, None),
 ])
 def test_the_pre_append_check_agrees_with_the_state(kind, key, value, attrs):
-    """`check_inventory` refuses exactly what `OnlineState.apply_inventory` refuses, with the same error."""
+    """`OnlineState.check_inventory` refuses exactly what `apply_inventory` refuses, with the same error."""
     def outcome(f) -> tuple:
         try:
             f()
@@ -147,6 +146,6 @@ def test_the_pre_append_check_agrees_with_the_state(kind, key, value, attrs):
         return None, ""
 
     st = OnlineState(_catalog())
-    checked = outcome(lambda: check_inventory(st, kind, key, value, None, attrs))
+    checked = outcome(lambda: st.check_inventory(kind, key, value, None, attrs))
     assert st.version == 0 and len(st) == 2                       # the check changes nothing
     assert checked == outcome(lambda: st.apply_inventory(kind, key, value, None, attrs))
